@@ -1,0 +1,28 @@
+"""Parse kernels: pure functions over arrays, preallocated outputs plus counts, fixed capacities.
+
+The chain is trt_pose's: find_peaks -> refine_peaks -> paf_score_graph -> assign -> connect_parts.
+Every function is batched over frames and writes into arrays the caller allocated once
+(``allocate_parse_buffers``), so the hot path allocates nothing and holds no Python objects.
+
+Shape glossary (the one place these letters are defined):
+    N  frames in a batch
+    C  heatmap channels: K keypoint maps, plus one background map when the model has it
+       (kernels read only the first K)
+    K  keypoint types
+    L  limbs: keypoint pairs, each with an (x, y) pair of PAF channels; the PAF tensor has 2L channels
+    M  capacity: peaks kept per keypoint type per frame (the M best when more are found)
+    P  capacity: people per frame
+    H, W  map height and width
+    S  samples along a candidate limb in the PAF line integral
+
+Coordinates are (x, y) in map pixels, pixel centres at integers; peaks as found are integer (y, x)
+indices, refined peaks are float (x, y). "Missing" is -1 for indices and 0 for scores.
+"""
+from kernels.assemble import allocate_parse_buffers, assign, connect_parts, ParseBuffers
+from kernels.paf import paf_score_graph
+from kernels.peaks import find_peaks, refine_peaks
+
+__all__ = [
+    "ParseBuffers", "allocate_parse_buffers", "assign", "connect_parts",
+    "find_peaks", "paf_score_graph", "refine_peaks",
+]

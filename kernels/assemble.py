@@ -1,0 +1,180 @@
+"""From scored limb candidates to people: per-limb Hungarian assignment, then connect_parts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+from scipy.optimize import linear_sum_assignment
+
+
+@dataclass(frozen=True)
+class ParseBuffers:
+    """Every array the parse writes, allocated once per (N, K, L, M, P) and reused frame after frame."""
+
+    peak_counts: np.ndarray  # N x K int32
+    peaks: np.ndarray  # N x K x M x 2 int32 (y, x)
+    peak_scores: np.ndarray  # N x K x M float32
+    refined: np.ndarray  # N x K x M x 2 float32 (x, y)
+    limb_scores: np.ndarray  # N x L x M x M float32
+    match_counts: np.ndarray  # N x L int32
+    matches: np.ndarray  # N x L x M x 2 int32 (peak a, peak b)
+    match_scores: np.ndarray  # N x L x M float32
+    person_counts: np.ndarray  # N int32
+    person_parts: np.ndarray  # N x P x K int32 peak index per keypoint, -1 when missing
+    person_scores: np.ndarray  # N x P float32
+    people_dropped: np.ndarray  # N int32 -- people beyond capacity P, counted not kept
+
+    @property
+    def batch_capacity(self) -> int:
+        return self.peak_counts.shape[0]
+
+
+def allocate_parse_buffers(frames: int, keypoints: int, limbs: int, max_peaks: int, max_people: int) -> ParseBuffers:
+    n, k, l, m, p = frames, keypoints, limbs, max_peaks, max_people
+    return ParseBuffers(
+        peak_counts=np.zeros((n, k), np.int32),
+        peaks=np.full((n, k, m, 2), -1, np.int32),
+        peak_scores=np.zeros((n, k, m), np.float32),
+        refined=np.full((n, k, m, 2), -1.0, np.float32),
+        limb_scores=np.zeros((n, l, m, m), np.float32),
+        match_counts=np.zeros((n, l), np.int32),
+        matches=np.full((n, l, m, 2), -1, np.int32),
+        match_scores=np.zeros((n, l, m), np.float32),
+        person_counts=np.zeros(n, np.int32),
+        person_parts=np.full((n, p, k), -1, np.int32),
+        person_scores=np.zeros((n, p), np.float32),
+        people_dropped=np.zeros(n, np.int32),
+    )
+
+
+def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match_scores):
+    """Per-limb maximum-weight bipartite matching (Hungarian) over candidates with a positive score.
+
+    limb_scores: N x L x M x M; only the first ``frames`` frames are read.
+    match_counts: N x L int32 (out); matches: N x L x M x 2 int32 (out); match_scores: N x L x M (out),
+    matches sorted by score, best first.
+    """
+    for n in range(frames):
+        for l in range(limbs.shape[0]):
+            count_a = peak_counts[n, limbs[l, 0]]
+            count_b = peak_counts[n, limbs[l, 1]]
+            found = 0
+            if count_a and count_b:
+                candidates = limb_scores[n, l, :count_a, :count_b]
+                rows, cols = linear_sum_assignment(candidates, maximize=True)
+                chosen = candidates[rows, cols]
+                order = np.argsort(-chosen, kind="stable")
+                for i in order:
+                    if chosen[i] <= 0.0:
+                        break
+                    matches[n, l, found, 0] = rows[i]
+                    matches[n, l, found, 1] = cols[i]
+                    match_scores[n, l, found] = chosen[i]
+                    found += 1
+            match_counts[n, l] = found
+
+
+@njit(nogil=True, cache=True)
+def _add_part(parts, totals, part_counts, owner, person, keypoint, peak, score):
+    parts[person, keypoint] = peak
+    owner[keypoint, peak] = person
+    totals[person] += score
+    part_counts[person] += 1
+
+
+@njit(nogil=True, cache=True)
+def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_scores, frames,
+                  min_parts, min_mean_score, limb_weight, person_counts, person_parts, person_scores,
+                  people_dropped):
+    """Grow people from matched limbs, limb by limb in the sidecar's order (parents before children).
+
+    A match extends the person that owns one of its peaks, starts a person when neither peak is owned,
+    and joins two people when each owns one end and they share no keypoint type. Redundant limbs only
+    complete a person that owns one end. A person's total is the sum of its peak scores and its limb
+    scores; people with fewer than ``min_parts`` keypoints or a mean below ``min_mean_score`` per
+    keypoint are discarded. The reported score is total / (K + limb_weight) in [0, 1]: complete,
+    confident people score near 1, partial ones lower.
+
+    redundant: L bool; peak_scores: N x K x M. Outputs: person_counts N, person_parts N x P x K (peak
+    index or -1), person_scores N x P (sorted best first), people_dropped N (over capacity P).
+    """
+    n_keypoints = peak_scores.shape[1]
+    capacity_peaks = peak_scores.shape[2]
+    capacity_people = person_parts.shape[1]
+    # Working room: every match can start at most one person.
+    work_capacity = matches.shape[1] * matches.shape[2]
+    parts = np.empty((work_capacity, n_keypoints), np.int32)
+    totals = np.empty(work_capacity, np.float32)
+    part_counts = np.empty(work_capacity, np.int32)
+    alive = np.empty(work_capacity, np.bool_)
+    owner = np.empty((n_keypoints, capacity_peaks), np.int32)
+    order = np.empty(work_capacity, np.int64)
+    final_scores = np.empty(work_capacity, np.float32)
+    for n in range(frames):
+        owner[:] = -1
+        people = 0
+        for l in range(limbs.shape[0]):
+            ka = limbs[l, 0]
+            kb = limbs[l, 1]
+            for i in range(match_counts[n, l]):
+                a = matches[n, l, i, 0]
+                b = matches[n, l, i, 1]
+                limb_score = match_scores[n, l, i]
+                pa = owner[ka, a]
+                pb = owner[kb, b]
+                if redundant[l]:
+                    if pa >= 0 and pb < 0 and parts[pa, kb] < 0:
+                        _add_part(parts, totals, part_counts, owner, pa, kb, b, peak_scores[n, kb, b])
+                    elif pb >= 0 and pa < 0 and parts[pb, ka] < 0:
+                        _add_part(parts, totals, part_counts, owner, pb, ka, a, peak_scores[n, ka, a])
+                    continue
+                if pa >= 0 and pb < 0:
+                    if parts[pa, kb] < 0:
+                        _add_part(parts, totals, part_counts, owner, pa, kb, b, peak_scores[n, kb, b] + limb_score)
+                elif pb >= 0 and pa < 0:
+                    if parts[pb, ka] < 0:
+                        _add_part(parts, totals, part_counts, owner, pb, ka, a, peak_scores[n, ka, a] + limb_score)
+                elif pa < 0 and pb < 0:
+                    person = people
+                    people += 1
+                    parts[person, :] = -1
+                    totals[person] = 0.0
+                    part_counts[person] = 0
+                    alive[person] = True
+                    _add_part(parts, totals, part_counts, owner, person, ka, a, peak_scores[n, ka, a])
+                    _add_part(parts, totals, part_counts, owner, person, kb, b, peak_scores[n, kb, b] + limb_score)
+                elif pa != pb:
+                    disjoint = True
+                    for k in range(n_keypoints):
+                        if parts[pa, k] >= 0 and parts[pb, k] >= 0:
+                            disjoint = False
+                            break
+                    if disjoint:
+                        for k in range(n_keypoints):
+                            if parts[pb, k] >= 0:
+                                parts[pa, k] = parts[pb, k]
+                                owner[k, parts[pb, k]] = pa
+                        totals[pa] += totals[pb] + limb_score
+                        part_counts[pa] += part_counts[pb]
+                        alive[pb] = False
+        kept = 0
+        for person in range(people):
+            if not alive[person] or part_counts[person] < min_parts:
+                continue
+            if totals[person] / part_counts[person] < min_mean_score:
+                continue
+            order[kept] = person
+            final_scores[kept] = min(1.0, totals[person] / (n_keypoints + limb_weight))
+            kept += 1
+        ranking = np.argsort(-final_scores[:kept])
+        stored = min(kept, capacity_people)
+        for rank in range(stored):
+            person = order[ranking[rank]]
+            person_parts[n, rank, :] = parts[person, :]
+            person_scores[n, rank] = final_scores[ranking[rank]]
+        for rank in range(stored, capacity_people):
+            person_parts[n, rank, :] = -1
+            person_scores[n, rank] = 0.0
+        person_counts[n] = stored
+        people_dropped[n] = kept - stored

@@ -1,0 +1,107 @@
+"""Peak finding and sub-pixel refinement on heatmaps (Numba CPU; the CUDA twins share these signatures)."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def _insert_peak(scores, peaks, count, capacity, score, y, x):
+    """Keep ``scores[:count]`` sorted descending with at most ``capacity`` entries; returns the new count."""
+    if count == capacity and score <= scores[count - 1]:
+        return count
+    position = count if count < capacity else capacity - 1
+    while position > 0 and scores[position - 1] < score:
+        if position < capacity:
+            scores[position] = scores[position - 1]
+            peaks[position, 0] = peaks[position - 1, 0]
+            peaks[position, 1] = peaks[position - 1, 1]
+        position -= 1
+    scores[position] = score
+    peaks[position, 0] = y
+    peaks[position, 1] = x
+    return count + 1 if count < capacity else capacity
+
+
+@njit(nogil=True, cache=True)
+def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, peak_scores):
+    """Local maxima above ``threshold`` in a (2*window+1)^2 neighbourhood, best M per keypoint type.
+
+    heatmaps: N x C x H x W float32 (only channels 0..K-1 are read, K = num_keypoints)
+    peak_counts: N x K int32 (out) -- peaks found, at most M
+    peaks: N x K x M x 2 int32 (out) -- (y, x), sorted by score, best first
+    peak_scores: N x K x M float32 (out) -- heatmap value at the peak
+    A plateau yields one peak: a pixel must be strictly greater than the neighbours before it in
+    raster order and at least as great as those after it.
+    """
+    n_frames = heatmaps.shape[0]
+    height = heatmaps.shape[2]
+    width = heatmaps.shape[3]
+    capacity = peaks.shape[2]
+    for n in range(n_frames):
+        for k in range(num_keypoints):
+            heatmap = heatmaps[n, k]
+            count = 0
+            for y in range(height):
+                for x in range(width):
+                    value = heatmap[y, x]
+                    if value < threshold:
+                        continue
+                    is_peak = True
+                    for yy in range(max(0, y - window), min(height, y + window + 1)):
+                        for xx in range(max(0, x - window), min(width, x + window + 1)):
+                            neighbour = heatmap[yy, xx]
+                            before = yy < y or (yy == y and xx < x)
+                            if neighbour > value or (before and neighbour == value):
+                                is_peak = False
+                                break
+                        if not is_peak:
+                            break
+                    if is_peak:
+                        count = _insert_peak(peak_scores[n, k], peaks[n, k], count, capacity, value, y, x)
+            peak_counts[n, k] = count
+            for m in range(count, capacity):
+                peaks[n, k, m, 0] = -1
+                peaks[n, k, m, 1] = -1
+                peak_scores[n, k, m] = 0.0
+
+
+@njit(nogil=True, cache=True)
+def _parabola_offset(before, centre, after):
+    """Vertex of the parabola through three samples at -1, 0, +1, clamped to half a pixel."""
+    curvature = before - 2.0 * centre + after
+    if curvature >= 0.0:  # not a maximum (flat or convex): keep the integer position
+        return 0.0
+    offset = 0.5 * (before - after) / curvature
+    return min(0.5, max(-0.5, offset))
+
+
+@njit(nogil=True, cache=True)
+def refine_peaks(heatmaps, peak_counts, peaks, refined):
+    """Sub-pixel peak positions by a parabola fit through the maximum and its neighbours, per axis.
+
+    refined: N x K x M x 2 float32 (out) -- (x, y) in map pixels; entries past the count are -1.
+    At the map border the fit along that axis is skipped.
+    """
+    n_frames, n_keypoints, capacity = peaks.shape[0], peaks.shape[1], peaks.shape[2]
+    height = heatmaps.shape[2]
+    width = heatmaps.shape[3]
+    for n in range(n_frames):
+        for k in range(n_keypoints):
+            heatmap = heatmaps[n, k]
+            for m in range(capacity):
+                if m >= peak_counts[n, k]:
+                    refined[n, k, m, 0] = -1.0
+                    refined[n, k, m, 1] = -1.0
+                    continue
+                y = peaks[n, k, m, 0]
+                x = peaks[n, k, m, 1]
+                centre = heatmap[y, x]
+                dx = 0.0
+                dy = 0.0
+                if 0 < x < width - 1:
+                    dx = _parabola_offset(heatmap[y, x - 1], centre, heatmap[y, x + 1])
+                if 0 < y < height - 1:
+                    dy = _parabola_offset(heatmap[y - 1, x], centre, heatmap[y + 1, x])
+                refined[n, k, m, 0] = x + dx
+                refined[n, k, m, 1] = y + dy

@@ -1,0 +1,161 @@
+"""Bottom-up pose estimation: letterbox -> heatmap+PAF network -> kernels parse -> people in image pixels."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+import kernels
+from pipeline.backends import Backend
+from pipeline.model import ModelSpec
+from pipeline.preprocess import Letterbox, fill_input, plan_letterbox
+from pipeline.skeleton import coco17_index_map
+from pipeline.types import Person
+
+
+@dataclass(frozen=True)
+class ParseConfig:
+    peak_threshold: float = 0.1  # heatmap value a keypoint needs
+    peak_window: int = 1  # NMS window radius in map pixels: a (2w+1)^2 neighbourhood
+    upsample: int = 1  # resize maps by this factor (bicubic) before the parse; 1 = parse at the stride
+    paf_samples: int = 10  # S
+    paf_min_sample_score: float = 0.05
+    paf_min_sample_fraction: float = 0.8
+    paf_length_prior: bool = True
+    min_parts: int = 3
+    min_mean_score: float = 0.2  # per-keypoint mean of the person's total, below which it is dropped
+    max_peaks: int = 32  # M
+    max_people: int = 64  # P
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    input_height: int | None = None  # network input height for resizable models; None = sidecar's
+    parse: ParseConfig = field(default_factory=ParseConfig)
+
+
+@dataclass
+class EstimatorStats:
+    frames: int = 0
+    inference_seconds: float = 0.0
+    parse_seconds: float = 0.0
+    people_dropped: int = 0  # over the per-frame capacity P
+
+
+class BottomUpEstimator:
+    """Callable: a list of BGR images -> one list of Person per image.
+
+    Images in one call are batched together when they share a size (a video's frames do).
+    """
+
+    def __init__(self, spec: ModelSpec, backend: Backend, config: EstimatorConfig):
+        self.spec = spec
+        self.backend = backend
+        self.config = config
+        self.stats = EstimatorStats()
+        self._limbs = np.asarray(spec.limbs, np.int32)
+        self._paf_channels = np.asarray(spec.paf_channels, np.int32)
+        self._redundant = np.zeros(len(spec.limbs), np.bool_)
+        self._redundant[list(spec.redundant_limbs)] = True
+        self._limb_weight = float(len(spec.limbs) - len(spec.redundant_limbs))
+        index_map = np.asarray(coco17_index_map(spec.keypoints), np.int64)
+        self._coco_from_model = index_map
+        self._buffers: kernels.ParseBuffers | None = None
+
+    def _buffers_for(self, frames: int) -> kernels.ParseBuffers:
+        if self._buffers is None or self._buffers.batch_capacity < frames:
+            parse = self.config.parse
+            self._buffers = kernels.allocate_parse_buffers(
+                frames, self.spec.num_keypoints, len(self.spec.limbs), parse.max_peaks, parse.max_people)
+        return self._buffers
+
+    def __call__(self, images: list[np.ndarray]) -> list[list[Person]]:
+        results: list[list[Person] | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.shape[:2], []).append(i)
+        for (height, width), indices in groups.items():
+            box = plan_letterbox(height, width, self.spec.input, self.spec.stride,
+                                 self.backend.resizable and self.spec.input.resizable, self.config.input_height)
+            people = self._estimate_batch([images[i] for i in indices], box)
+            for i, found in zip(indices, people):
+                results[i] = found
+        return results  # type: ignore[return-value]
+
+    def _estimate_batch(self, images: list[np.ndarray], box: Letterbox) -> list[list[Person]]:
+        batch = np.empty((len(images), 3, box.input_height, box.input_width), np.float32)
+        for image, slot in zip(images, batch):
+            fill_input(image, box, self.spec.input, slot)
+        started = time.perf_counter()
+        heatmaps, pafs = self.backend.infer(batch)
+        inferred = time.perf_counter()
+        people = self.parse(heatmaps, pafs, box)
+        self.stats.frames += len(images)
+        self.stats.inference_seconds += inferred - started
+        self.stats.parse_seconds += time.perf_counter() - inferred
+        return people
+
+    def parse(self, heatmaps: np.ndarray, pafs: np.ndarray, box: Letterbox) -> list[list[Person]]:
+        """Network outputs for a batch -> people in original-image pixels."""
+        config = self.config.parse
+        stride = float(self.spec.stride)
+        if config.upsample > 1:
+            heatmaps = _upsample(heatmaps, config.upsample)
+            pafs = _upsample(pafs, config.upsample)
+            stride /= config.upsample
+        heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)
+        pafs = np.ascontiguousarray(pafs, dtype=np.float32)
+        frames = heatmaps.shape[0]
+        buffers = self._buffers_for(frames)
+        kernels.find_peaks(heatmaps, self.spec.num_keypoints, config.peak_threshold, config.peak_window,
+                           buffers.peak_counts, buffers.peaks, buffers.peak_scores)
+        kernels.refine_peaks(heatmaps, buffers.peak_counts, buffers.peaks, buffers.refined)
+        kernels.paf_score_graph(pafs, self._limbs, self._paf_channels, buffers.peak_counts, buffers.refined,
+                                config.paf_samples, config.paf_min_sample_score, config.paf_min_sample_fraction,
+                                config.paf_length_prior, buffers.limb_scores)
+        kernels.assign(buffers.limb_scores, self._limbs, buffers.peak_counts, frames,
+                       buffers.match_counts, buffers.matches, buffers.match_scores)
+        kernels.connect_parts(buffers.matches, buffers.match_scores, buffers.match_counts, self._limbs,
+                              self._redundant, buffers.peak_scores, frames, config.min_parts,
+                              config.min_mean_score, self._limb_weight, buffers.person_counts,
+                              buffers.person_parts, buffers.person_scores, buffers.people_dropped)
+        self.stats.people_dropped += int(buffers.people_dropped[:frames].sum())
+        return [self._people_of_frame(buffers, n, box, stride) for n in range(frames)]
+
+    def _people_of_frame(self, buffers: kernels.ParseBuffers, n: int, box: Letterbox, stride: float) -> list[Person]:
+        people = []
+        for p in range(buffers.person_counts[n]):
+            keypoints = np.zeros((len(self._coco_from_model), 3), np.float32)
+            for coco_index, model_index in enumerate(self._coco_from_model):
+                if model_index < 0:
+                    continue
+                peak = buffers.person_parts[n, p, model_index]
+                if peak < 0:
+                    continue
+                map_xy = buffers.refined[n, model_index, peak]
+                # Map pixel centres sit at (i + 0.5) * stride - 0.5 in network-input pixels.
+                input_xy = (map_xy + 0.5) * stride - 0.5
+                keypoints[coco_index, :2] = box.to_image(input_xy)
+                keypoints[coco_index, 2] = buffers.peak_scores[n, model_index, peak]
+            found = keypoints[keypoints[:, 2] > 0]
+            if len(found) == 0:
+                continue  # only the neck was found: nothing to report in COCO-17
+            x0, y0 = found[:, 0].min(), found[:, 1].min()
+            x1, y1 = found[:, 0].max(), found[:, 1].max()
+            people.append(Person(score=float(buffers.person_scores[n, p]), keypoints=keypoints,
+                                 bbox=(float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
+        return people
+
+
+def _upsample(maps: np.ndarray, factor: int) -> np.ndarray:
+    """N x C x H x W -> N x C x (H*f) x (W*f), bicubic, pixel centres aligned (cv2's convention)."""
+    n, c, h, w = maps.shape
+    out = np.empty((n, c, h * factor, w * factor), np.float32)
+    for i in range(n):
+        # cv2 resizes up to 512 channels at once in HWC layout.
+        hwc = np.ascontiguousarray(maps[i].transpose(1, 2, 0))
+        resized = cv2.resize(hwc, (w * factor, h * factor), interpolation=cv2.INTER_CUBIC)
+        out[i] = resized.reshape(h * factor, w * factor, c).transpose(2, 0, 1)
+    return out

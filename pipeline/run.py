@@ -1,0 +1,154 @@
+"""``posestream run``: sources -> bottom-up estimator -> JSON lines and overlays, stream after stream.
+
+Each source is one stream. A stream that fails (unreadable file, decode failure) is reported and the
+others go on; corrupt frames are skipped and counted by the source, and every count is reported.
+The concurrent multi-stream runtime (live sources, batching across streams) is a separate stage graph.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.errors import PosestreamError
+from pipeline.sinks import ImageSink, JsonlSink, VideoSink, draw_people
+from pipeline.sources import FrameSource, SourceConfig, open_source
+from pipeline.types import Frame, Person
+
+Estimate = Callable[[list[np.ndarray]], list[list[Person]]]
+DEFAULT_FPS = 25.0  # for overlay videos of sources that carry no frame rate
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    sources: tuple[str, ...]
+    out_jsonl: str | None = None  # one file for all streams; "-" is stdout
+    out_video: str | None = None  # a file for one video source, else a folder
+    batch_size: int = 1  # frames of one stream per inference call
+    max_frames: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class StreamReport:
+    stream: int
+    source: str
+    frames: int = 0
+    skipped_corrupt: int = 0
+    people: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class _OverlayWriter:
+    """Overlay output of one stream: a video file for video sources, annotated images otherwise."""
+
+    def __init__(self, target: Path, source: FrameSource):
+        self._target = target
+        self._source = source
+        self._video: VideoSink | None = None
+        self._images: ImageSink | None = None
+
+    def write(self, frame: Frame, people: list[Person]) -> None:
+        drawn = draw_people(frame.image, people)
+        if self._source.kind == "video":
+            if self._video is None:
+                height, width = frame.image.shape[:2]
+                self._video = VideoSink(self._target, self._source.fps or DEFAULT_FPS, width, height)
+            self._video.write(drawn)
+        else:
+            if self._images is None:
+                self._images = ImageSink(self._target)
+            self._images.write(drawn, frame.source)
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+
+def _overlay_target(out_video: str, source: FrameSource, single_source: bool) -> Path:
+    root = Path(out_video)
+    if source.kind == "video" and single_source:
+        return root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PosestreamError(out_video, f"cannot create output folder: {error.strerror}") from None
+    return root / f"{Path(source.spec).stem}.mp4" if source.kind == "video" else root
+
+
+def _run_stream(source: FrameSource, config: RunConfig, estimate: Estimate, jsonl: JsonlSink | None,
+                overlay: _OverlayWriter | None, report: StreamReport) -> None:
+    bar = tqdm(total=source.frame_count, unit="frame", desc=Path(source.spec).name or source.spec,
+               disable=not config.progress, leave=True, file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        batch: list[Frame] = []
+        frames = iter(source)
+        while True:
+            frame = next(frames, None)
+            if frame is not None:
+                batch.append(frame)
+            if batch and (frame is None or len(batch) == config.batch_size):
+                people_per_frame = estimate([f.image for f in batch])
+                for done, people in zip(batch, people_per_frame):
+                    if jsonl is not None:
+                        jsonl.write(done, people)
+                    if overlay is not None:
+                        overlay.write(done, people)
+                    report.people += len(people)
+                report.frames += len(batch)
+                bar.update(len(batch))
+                batch = []
+            if frame is None:
+                break
+    finally:
+        report.skipped_corrupt = source.stats.skipped_corrupt
+        report.seconds = time.perf_counter() - started
+        bar.close()
+
+
+def run_streams(config: RunConfig, estimate: Estimate) -> list[StreamReport]:
+    """Run every source in turn; returns one report per stream, failed streams included."""
+    reports = []
+    with ExitStack() as outputs:
+        jsonl = outputs.enter_context(JsonlSink(config.out_jsonl)) if config.out_jsonl else None
+        for stream, spec in enumerate(config.sources):
+            report = StreamReport(stream=stream, source=spec)
+            reports.append(report)
+            overlay = None
+            try:
+                with open_source(spec, stream, SourceConfig(max_frames=config.max_frames)) as source:
+                    if config.out_video:
+                        target = _overlay_target(config.out_video, source, len(config.sources) == 1)
+                        overlay = _OverlayWriter(target, source)
+                    try:
+                        _run_stream(source, config, estimate, jsonl, overlay, report)
+                    finally:
+                        if overlay is not None:
+                            overlay.close()
+            except PosestreamError as error:
+                report.error = str(error)
+                print(f"posestream: error: {error}", file=sys.stderr)
+    return reports
+
+
+def print_summary(reports: list[StreamReport], timing: dict[str, float], out: TextIO = sys.stderr) -> None:
+    for r in reports:
+        if r.error:
+            print(f"stream {r.stream} {r.source}: FAILED: {r.error}", file=out)
+            continue
+        fps = r.frames / r.seconds if r.seconds > 0 else 0.0
+        print(f"stream {r.stream} {r.source}: {r.frames} frames, {r.skipped_corrupt} corrupt frames skipped, "
+              f"{r.people} people, {fps:.1f} frames/s", file=out)
+    if timing.get("frames"):
+        print(f"inference {timing['inference_ms_per_frame']:.2f} ms/frame, "
+              f"parse {timing['parse_ms_per_frame']:.2f} ms/frame over {timing['frames']} frames"
+              + (f", {timing['people_dropped']} people over capacity dropped" if timing.get("people_dropped") else ""),
+              file=out)
