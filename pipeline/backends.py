@@ -5,6 +5,7 @@ backends join later behind the same two calls: ``describe`` (for sidecar validat
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +15,8 @@ from pipeline.errors import PosestreamError
 from pipeline.model import ModelSpec, TensorInfo, validate_against_model
 
 BACKEND_NAMES = ("auto", "onnxruntime", "openvino")
+# Compiled OpenVINO models kept per input shape; image folders of mixed sizes would otherwise grow without bound.
+OPENVINO_SHAPE_CACHE = 8
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class OpenVinoBackend:
             raise PosestreamError(str(spec.model_path), f"OpenVINO cannot load the model: {first_line}") from None
         self._spec = spec
         self._config = config
-        self._compiled: dict[tuple[int, int, int], object] = {}
+        self._compiled: OrderedDict[tuple[int, int, int], object] = OrderedDict()
 
     def _reshaped(self, batch: int, height: int, width: int):
         self._model.reshape({self._spec.input.name: [batch, 3, height, width]})
@@ -118,12 +121,16 @@ class OpenVinoBackend:
 
     def _compiled_for(self, shape: tuple[int, int, int]):
         compiled = self._compiled.get(shape)
-        if compiled is None:
+        if compiled is not None:
+            self._compiled.move_to_end(shape)
+        else:
             properties = {"PERFORMANCE_HINT": "LATENCY"}
             if self._config.threads:
                 properties["INFERENCE_NUM_THREADS"] = self._config.threads
             compiled = self._core.compile_model(self._reshaped(*shape), self._config.device, properties)
             self._compiled[shape] = compiled
+            if len(self._compiled) > OPENVINO_SHAPE_CACHE:
+                self._compiled.popitem(last=False)
         return compiled
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,14 @@ class BottomUpEstimator:
         index_map = np.asarray(coco17_index_map(spec.keypoints), np.int64)
         self._coco_from_model = index_map
         self._buffers: kernels.ParseBuffers | None = None
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Load (or compile) the Numba kernels now, so the first frame's latency and timings are real."""
+        maps = np.zeros((1, self.spec.heatmap_channels, 4, 4), np.float32)
+        pafs = np.zeros((1, self.spec.paf_channel_count, 4, 4), np.float32)
+        self.parse(maps, pafs, Letterbox(1.0, 0.0, 0.0, 4 * self.spec.stride, 4 * self.spec.stride))
+        self.stats = EstimatorStats()
 
     def _buffers_for(self, frames: int) -> kernels.ParseBuffers:
         if self._buffers is None or self._buffers.batch_capacity < frames:
@@ -138,7 +146,7 @@ class BottomUpEstimator:
                 # Map pixel centres sit at (i + 0.5) * stride - 0.5 in network-input pixels.
                 input_xy = (map_xy + 0.5) * stride - 0.5
                 keypoints[coco_index, :2] = box.to_image(input_xy)
-                keypoints[coco_index, 2] = buffers.peak_scores[n, model_index, peak]
+                keypoints[coco_index, 2] = min(1.0, float(buffers.peak_scores[n, model_index, peak]))
             found = keypoints[keypoints[:, 2] > 0]
             if len(found) == 0:
                 continue  # only the neck was found: nothing to report in COCO-17

@@ -74,13 +74,9 @@ class _OverlayWriter:
 
 def _overlay_target(out_video: str, source: FrameSource, single_source: bool) -> Path:
     root = Path(out_video)
-    if source.kind == "video" and single_source:
-        return root
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PosestreamError(out_video, f"cannot create output folder: {error.strerror}") from None
-    return root / f"{Path(source.spec).stem}.mp4" if source.kind == "video" else root
+    if source.kind != "video":
+        return root  # annotated images go into this folder
+    return root if single_source else root / f"{Path(source.spec).stem}.mp4"
 
 
 def _run_stream(source: FrameSource, config: RunConfig, estimate: Estimate, jsonl: JsonlSink | None,

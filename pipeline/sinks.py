@@ -90,10 +90,13 @@ def draw_people(
     return canvas
 
 
-def _check_output_folder(path: Path, shown_as: str) -> None:
+def _ensure_output_folder(path: Path, shown_as: str) -> None:
+    """Create the output file's folder (as ``mkdir -p`` would); fail naming the output when that cannot be."""
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise PosestreamError(shown_as, f"output folder {folder} does not exist")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PosestreamError(shown_as, f"cannot create output folder {folder}: {_reason(error)}") from error
 
 
 def _reason(error: BaseException) -> str:
@@ -131,7 +134,7 @@ class JsonlSink:
         self.path = str(path)
         self._owns_file = self.path != "-"
         if self._owns_file:
-            _check_output_folder(Path(self.path), self.path)
+            _ensure_output_folder(Path(self.path), self.path)
             try:
                 self._file: IO[str] = open(self.path, "w", encoding="utf-8")
             except OSError as error:
@@ -200,7 +203,7 @@ class VideoSink:
             raise PosestreamError(self.path, f"video frame rate must be > 0, got {fps}")
         if width < 1 or height < 1:
             raise PosestreamError(self.path, f"video size must be positive, got {width}x{height}")
-        _check_output_folder(Path(self.path), self.path)
+        _ensure_output_folder(Path(self.path), self.path)
         if Path(self.path).is_dir():
             raise PosestreamError(self.path, "is a folder, not a video file")
         self.width, self.height = int(width), int(height)

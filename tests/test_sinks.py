@@ -77,12 +77,21 @@ def test_jsonl_dash_writes_to_stdout(capsys):
     assert record["frame"] == 0 and len(record["persons"]) == 1
 
 
-def test_jsonl_into_missing_folder_names_the_path(tmp_path):
-    path = tmp_path / "no-such-folder" / "poses.jsonl"
+def test_jsonl_creates_its_output_folder(tmp_path):
+    path = tmp_path / "new" / "folder" / "poses.jsonl"
+    with JsonlSink(path) as sink:
+        sink.write(grey_frame(), [standing_person()])
+    assert len(path.read_text().splitlines()) == 1
+
+
+def test_jsonl_under_a_file_names_the_path(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    path = blocker / "poses.jsonl"
     with pytest.raises(PosestreamError) as caught:
         JsonlSink(path)
     assert caught.value.subject == str(path)
-    assert "does not exist" in caught.value.problem
+    assert "cannot create output folder" in caught.value.problem
 
 
 def test_jsonl_onto_a_folder_names_the_path(tmp_path):
@@ -123,8 +132,10 @@ def test_video_sink_pads_odd_sizes_and_keeps_fractional_rates(tmp_path):
     assert fps == pytest.approx(29.97, abs=0.01)
 
 
-def test_video_sink_into_missing_folder_names_the_path(tmp_path):
-    path = tmp_path / "missing" / "out.mp4"
+def test_video_sink_under_a_file_names_the_path(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    path = blocker / "out.mp4"
     with pytest.raises(PosestreamError) as caught:
         VideoSink(path, 10.0, 64, 48)
     assert caught.value.subject == str(path)
