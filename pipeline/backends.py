@@ -24,6 +24,9 @@ class BackendConfig:
     name: str = "auto"  # "auto" picks by model file: .xml -> openvino, .onnx -> onnxruntime
     device: str = "CPU"  # OpenVINO device name; ONNX Runtime here always runs on the CPU provider
     threads: int = 0  # 0 = the runtime's default (all cores)
+    # OpenVINO's CPU plugin silently computes in bf16 on CPUs that have it; f32 keeps results the same
+    # on every machine. "bf16"/"f16" trade that for speed where the hardware supports it.
+    precision: str = "f32"
 
 
 class Backend(Protocol):
@@ -67,7 +70,13 @@ class OnnxRuntimeBackend:
         if {self._spec.heatmaps_output, self._spec.pafs_output} <= names and inputs:
             # Shapes of dynamic models are only known by running; one zero batch at load is cheap.
             probe = np.zeros((1, 3, height, width), np.float32)
-            results = self._session.run(None, {inputs[0].name: probe})
+            try:
+                results = self._session.run(None, {inputs[0].name: probe})
+            except Exception as error:  # ORT's own exception types; e.g. a fixed-size model of another size
+                raise PosestreamError(
+                    f"{self._spec.sidecar_path} vs {self._spec.model_path.name}",
+                    f"the model does not run at the sidecar's input size {height}x{width}: "
+                    f"{str(error).strip().splitlines()[0]}") from None
             outputs = [TensorInfo(t.name, r.shape) for t, r in zip(self._session.get_outputs(), results)]
         else:
             outputs = [TensorInfo(t.name, _dims(t.shape)) for t in self._session.get_outputs()]
@@ -124,7 +133,7 @@ class OpenVinoBackend:
         if compiled is not None:
             self._compiled.move_to_end(shape)
         else:
-            properties = {"PERFORMANCE_HINT": "LATENCY"}
+            properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self._config.precision}
             if self._config.threads:
                 properties["INFERENCE_NUM_THREADS"] = self._config.threads
             compiled = self._core.compile_model(self._reshaped(*shape), self._config.device, properties)

@@ -69,7 +69,8 @@ class BottomUpEstimator:
         """Load (or compile) the Numba kernels now, so the first frame's latency and timings are real."""
         maps = np.zeros((1, self.spec.heatmap_channels, 4, 4), np.float32)
         pafs = np.zeros((1, self.spec.paf_channel_count, 4, 4), np.float32)
-        self.parse(maps, pafs, Letterbox(1.0, 0.0, 0.0, 4 * self.spec.stride, 4 * self.spec.stride))
+        side = 4 * self.spec.stride
+        self.parse(maps, pafs, Letterbox(1.0, 0.0, 0.0, side, side, side, side))
         self.stats = EstimatorStats()
 
     def _buffers_for(self, frames: int) -> kernels.ParseBuffers:
@@ -133,6 +134,7 @@ class BottomUpEstimator:
         return [self._people_of_frame(buffers, n, box, stride) for n in range(frames)]
 
     def _people_of_frame(self, buffers: kernels.ParseBuffers, n: int, box: Letterbox, stride: float) -> list[Person]:
+        height, width = box.image_height, box.image_width
         people = []
         for p in range(buffers.person_counts[n]):
             keypoints = np.zeros((len(self._coco_from_model), 3), np.float32)
@@ -145,7 +147,10 @@ class BottomUpEstimator:
                 map_xy = buffers.refined[n, model_index, peak]
                 # Map pixel centres sit at (i + 0.5) * stride - 0.5 in network-input pixels.
                 input_xy = (map_xy + 0.5) * stride - 0.5
-                keypoints[coco_index, :2] = box.to_image(input_xy)
+                image_xy = box.to_image(input_xy)
+                # A map cell at the image edge can centre in the letterbox padding: keep points on the image.
+                keypoints[coco_index, 0] = min(max(float(image_xy[0]), 0.0), width - 1.0)
+                keypoints[coco_index, 1] = min(max(float(image_xy[1]), 0.0), height - 1.0)
                 keypoints[coco_index, 2] = min(1.0, float(buffers.peak_scores[n, model_index, peak]))
             found = keypoints[keypoints[:, 2] > 0]
             if len(found) == 0:

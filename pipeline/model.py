@@ -111,6 +111,10 @@ def _require(data: dict, key: str, kind: type, where: str, sidecar: Path):
     return value
 
 
+def _optional(data: dict, key: str, kind: type, default, where: str, sidecar: Path):
+    return _require(data, key, kind, where, sidecar) if key in data else default
+
+
 def _triple(data: dict, key: str, sidecar: Path) -> tuple[float, float, float]:
     values = _require(data, key, list, "input.", sidecar)
     if len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
@@ -157,12 +161,16 @@ def load_model_spec(model: str | None) -> ModelSpec:
         name=_require(raw_input, "name", str, "input.", sidecar),
         height=_require(raw_input, "height", int, "input.", sidecar),
         width=_require(raw_input, "width", int, "input.", sidecar),
-        resizable=bool(raw_input.get("resizable", False)),
+        resizable=_optional(raw_input, "resizable", bool, False, "input.", sidecar),
         color_order=color_order,
         mean=_triple(raw_input, "mean", sidecar),
         scale=_triple(raw_input, "scale", sidecar),
-        pad_value=int(raw_input.get("pad_value", 0)),
+        pad_value=_optional(raw_input, "pad_value", int, 0, "input.", sidecar),
     )
+    if input_spec.height <= 0 or input_spec.width <= 0:
+        raise PosestreamError(str(sidecar), f"input.height and input.width must be positive, got {input_spec.height}x{input_spec.width}")
+    if not 0 <= input_spec.pad_value <= 255:
+        raise PosestreamError(str(sidecar), f"input.pad_value must be 0..255, got {input_spec.pad_value}")
     outputs = _require(data, "outputs", dict, "", sidecar)
     stride = _require(data, "stride", int, "", sidecar)
     if stride <= 0 or input_spec.height % stride or input_spec.width % stride:
@@ -175,8 +183,8 @@ def load_model_spec(model: str | None) -> ModelSpec:
     paf_channels = _pairs(data, "paf_channels", 2 * len(limbs), "PAF channel", sidecar)
     if len(paf_channels) != len(limbs):
         raise PosestreamError(str(sidecar), f"{len(limbs)} limbs but {len(paf_channels)} paf_channels pairs")
-    redundant = tuple(data.get("redundant_limbs", []))
-    if not all(isinstance(i, int) and 0 <= i < len(limbs) for i in redundant):
+    redundant = tuple(_optional(data, "redundant_limbs", list, [], "", sidecar))
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(limbs) for i in redundant):
         raise PosestreamError(str(sidecar), f"redundant_limbs {list(redundant)} must be limb indices")
 
     return ModelSpec(

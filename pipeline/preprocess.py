@@ -19,6 +19,8 @@ class Letterbox:
     pad_y: float
     input_height: int
     input_width: int
+    image_height: int
+    image_width: int
 
     def to_image(self, points: np.ndarray) -> np.ndarray:
         """(..., 2) network-input coordinates (x, y) -> original-image coordinates."""
@@ -44,7 +46,8 @@ def plan_letterbox(image_height: int, image_width: int, spec: InputSpec, stride:
     else:
         height, width = spec.height, spec.width
         scale = min(height / image_height, width / image_width)
-    return Letterbox(scale=scale, pad_x=0.0, pad_y=0.0, input_height=height, input_width=width)
+    return Letterbox(scale=scale, pad_x=0.0, pad_y=0.0, input_height=height, input_width=width,
+                     image_height=image_height, image_width=image_width)
 
 
 def fill_input(image: np.ndarray, box: Letterbox, spec: InputSpec, out: np.ndarray) -> None:

@@ -135,7 +135,8 @@ def run_streams(config: RunConfig, estimate: Estimate) -> list[StreamReport]:
     return reports
 
 
-def print_summary(reports: list[StreamReport], timing: dict[str, float], out: TextIO = sys.stderr) -> None:
+def print_summary(reports: list[StreamReport], timing: dict[str, float], out: TextIO | None = None) -> None:
+    out = out or sys.stderr  # looked up per call, so redirected stderr is honoured
     for r in reports:
         if r.error:
             print(f"stream {r.stream} {r.source}: FAILED: {r.error}", file=out)
