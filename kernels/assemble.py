@@ -73,6 +73,8 @@ def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match
                     match_scores[n, l, found] = chosen[i]
                     found += 1
             match_counts[n, l] = found
+            matches[n, l, found:] = -1  # "missing" past the count, not the previous frame's matches
+            match_scores[n, l, found:] = 0.0
 
 
 @njit(nogil=True, cache=True)
@@ -91,8 +93,8 @@ def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_sc
 
     A match extends the person that owns one of its peaks, starts a person when neither peak is owned,
     and joins two people when each owns one end and they share no keypoint type. Redundant limbs only
-    complete a person that owns one end. A person's total is the sum of its peak scores and its limb
-    scores; people with fewer than ``min_parts`` keypoints or a mean below ``min_mean_score`` per
+    complete a person that owns one end, adding the new peak's score but not their own limb score. A
+    person's total is the sum of its peak scores and its (non-redundant) limb scores; people with fewer than ``min_parts`` keypoints or a mean below ``min_mean_score`` per
     keypoint are discarded. The reported score is total / (K + limb_weight) in [0, 1]: complete,
     confident people score near 1, partial ones lower.
 
@@ -167,7 +169,7 @@ def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_sc
             order[kept] = person
             final_scores[kept] = min(1.0, totals[person] / (n_keypoints + limb_weight))
             kept += 1
-        ranking = np.argsort(-final_scores[:kept])
+        ranking = np.argsort(-final_scores[:kept], kind="mergesort")  # stable: ties keep creation order
         stored = min(kept, capacity_people)
         for rank in range(stored):
             person = order[ranking[rank]]

@@ -33,7 +33,8 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     A candidate is a limb when at least ``min_sample_fraction`` of its S samples have a PAF component
     along the candidate above ``min_sample_score`` and its mean score is positive. With
     ``length_prior`` on, OpenPose's prior min(0.5 * H / length - 1, 0) is added to the mean, which
-    penalises limbs longer than half the map height.
+    penalises limbs longer than half the map height. Candidates shorter than 1e-6 map pixels (two
+    peaks at one spot) have no direction and score 0.
     """
     n_frames = pafs.shape[0]
     height = pafs.shape[2]

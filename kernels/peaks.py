@@ -25,14 +25,15 @@ def _insert_peak(scores, peaks, count, capacity, score, y, x):
 
 @njit(nogil=True, cache=True)
 def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, peak_scores):
-    """Local maxima above ``threshold`` in a (2*window+1)^2 neighbourhood, best M per keypoint type.
+    """Local maxima of at least ``threshold`` in a (2*window+1)^2 neighbourhood, best M per keypoint type.
 
     heatmaps: N x C x H x W float32 (only channels 0..K-1 are read, K = num_keypoints)
     peak_counts: N x K int32 (out) -- peaks found, at most M
     peaks: N x K x M x 2 int32 (out) -- (y, x), sorted by score, best first
     peak_scores: N x K x M float32 (out) -- heatmap value at the peak
-    A plateau yields one peak: a pixel must be strictly greater than the neighbours before it in
-    raster order and at least as great as those after it.
+    Plateau rule: a pixel must be strictly greater than the window neighbours before it in raster order
+    and at least as great as those after it, so a plateau that fits in one window yields one peak (a
+    plateau wider than the window may yield more). NaN pixels are never peaks and suppress nothing.
     """
     n_frames = heatmaps.shape[0]
     height = heatmaps.shape[2]
@@ -45,7 +46,7 @@ def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, p
             for y in range(height):
                 for x in range(width):
                     value = heatmap[y, x]
-                    if value < threshold:
+                    if not value >= threshold:  # written so that NaN is skipped too
                         continue
                     is_peak = True
                     for yy in range(max(0, y - window), min(height, y + window + 1)):
