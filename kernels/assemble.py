@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
-from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
@@ -48,33 +47,165 @@ def allocate_parse_buffers(frames: int, keypoints: int, limbs: int, max_peaks: i
     )
 
 
+@njit(nogil=True, cache=True)
+def _hungarian_min(cost, rows, cols, row_of_col, u, v, min_slack, way, used):
+    """Minimum-cost assignment of every row of cost[:rows, :cols] (rows <= cols) to a distinct column.
+
+    The shortest-augmenting-path Hungarian method with potentials, O(rows^2 * cols). Scratch arrays
+    (length >= cols + 1) are the caller's. On return row_of_col[j + 1] is the row (1-based) given
+    column j, 0 for none.
+    """
+    for j in range(cols + 1):
+        row_of_col[j] = 0
+        v[j] = 0.0
+        way[j] = 0
+    for i in range(rows + 1):
+        u[i] = 0.0
+    for i in range(1, rows + 1):
+        row_of_col[0] = i
+        free_col = 0
+        for j in range(cols + 1):
+            min_slack[j] = np.inf
+            used[j] = False
+        while True:
+            used[free_col] = True
+            row = row_of_col[free_col]
+            delta = np.inf
+            next_col = 0
+            for j in range(1, cols + 1):
+                if not used[j]:
+                    slack = cost[row - 1, j - 1] - u[row] - v[j]
+                    if slack < min_slack[j]:
+                        min_slack[j] = slack
+                        way[j] = free_col
+                    if min_slack[j] < delta:
+                        delta = min_slack[j]
+                        next_col = j
+            for j in range(cols + 1):
+                if used[j]:
+                    u[row_of_col[j]] += delta
+                    v[j] -= delta
+                else:
+                    min_slack[j] -= delta
+            free_col = next_col
+            if row_of_col[free_col] == 0:
+                break
+        while free_col != 0:
+            previous = way[free_col]
+            row_of_col[free_col] = row_of_col[previous]
+            free_col = previous
+
+
+@njit(nogil=True, cache=True)
 def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match_scores):
     """Per-limb maximum-weight bipartite matching (Hungarian) over candidates with a positive score.
 
     limb_scores: N x L x M x M; only the first ``frames`` frames are read.
-    match_counts: N x L int32 (out); matches: N x L x M x 2 int32 (out); match_scores: N x L x M (out),
-    matches sorted by score, best first.
+    match_counts: N x L int32 (out); matches: N x L x M x 2 int32 (out, -1 past the count);
+    match_scores: N x L x M (out, 0 past the count); matches sorted by score, best first.
+    A candidate that is the only one of both its peaks is matched directly; the Hungarian method runs
+    only on the rest (contested peaks), which gives the same optimum because the two parts share no
+    candidate. Equal-score alternatives may be broken differently from scipy's solver.
     """
+    capacity = limb_scores.shape[2]
+    row_candidates = np.empty(capacity, np.int32)
+    col_candidates = np.empty(capacity, np.int32)
+    contested_rows = np.empty(capacity, np.int32)
+    contested_cols = np.empty(capacity, np.int32)
+    cost = np.empty((capacity, capacity), np.float64)
+    row_of_col = np.empty(capacity + 1, np.int64)
+    u = np.empty(capacity + 1, np.float64)
+    v = np.empty(capacity + 1, np.float64)
+    min_slack = np.empty(capacity + 1, np.float64)
+    way = np.empty(capacity + 1, np.int64)
+    used = np.empty(capacity + 1, np.bool_)
     for n in range(frames):
         for l in range(limbs.shape[0]):
             count_a = peak_counts[n, limbs[l, 0]]
             count_b = peak_counts[n, limbs[l, 1]]
+            scores = limb_scores[n, l]
             found = 0
-            if count_a and count_b:
-                candidates = limb_scores[n, l, :count_a, :count_b]
-                rows, cols = linear_sum_assignment(candidates, maximize=True)
-                chosen = candidates[rows, cols]
-                order = np.argsort(-chosen, kind="stable")
-                for i in order:
-                    if chosen[i] <= 0.0:
-                        break
-                    matches[n, l, found, 0] = rows[i]
-                    matches[n, l, found, 1] = cols[i]
-                    match_scores[n, l, found] = chosen[i]
+            for a in range(count_a):
+                row_candidates[a] = 0
+            for b in range(count_b):
+                col_candidates[b] = 0
+            for a in range(count_a):
+                for b in range(count_b):
+                    if scores[a, b] > 0.0:
+                        row_candidates[a] += 1
+                        col_candidates[b] += 1
+            rows = 0
+            for a in range(count_a):
+                if row_candidates[a] == 0:
+                    continue
+                direct = -1
+                if row_candidates[a] == 1:
+                    for b in range(count_b):
+                        if scores[a, b] > 0.0:
+                            if col_candidates[b] == 1:
+                                direct = b
+                            break
+                if direct >= 0:
+                    matches[n, l, found, 0] = a
+                    matches[n, l, found, 1] = direct
+                    match_scores[n, l, found] = scores[a, direct]
                     found += 1
+                else:
+                    contested_rows[rows] = a
+                    rows += 1
+            cols = 0
+            for b in range(count_b):
+                if col_candidates[b] > 1:
+                    contested_cols[cols] = b
+                    cols += 1
+                elif col_candidates[b] == 1:
+                    # Its one candidate row is contested when that row has other candidates too.
+                    for a in range(count_a):
+                        if scores[a, b] > 0.0:
+                            if row_candidates[a] > 1:
+                                contested_cols[cols] = b
+                                cols += 1
+                            break
+            if rows > 0 and cols > 0:
+                transposed = rows > cols  # the solver wants rows <= cols
+                short = cols if transposed else rows
+                long = rows if transposed else cols
+                for i in range(short):
+                    for j in range(long):
+                        a = contested_rows[j] if transposed else contested_rows[i]
+                        b = contested_cols[i] if transposed else contested_cols[j]
+                        cost[i, j] = -scores[a, b]
+                _hungarian_min(cost, short, long, row_of_col, u, v, min_slack, way, used)
+                for j in range(1, long + 1):
+                    i = row_of_col[j]
+                    if i == 0:
+                        continue
+                    a = contested_rows[j - 1] if transposed else contested_rows[i - 1]
+                    b = contested_cols[i - 1] if transposed else contested_cols[j - 1]
+                    if scores[a, b] > 0.0:
+                        matches[n, l, found, 0] = a
+                        matches[n, l, found, 1] = b
+                        match_scores[n, l, found] = scores[a, b]
+                        found += 1
+            # Best first (insertion sort: a handful of matches); equal scores keep their order.
+            for i in range(1, found):
+                a = matches[n, l, i, 0]
+                b = matches[n, l, i, 1]
+                score = match_scores[n, l, i]
+                j = i
+                while j > 0 and match_scores[n, l, j - 1] < score:
+                    matches[n, l, j, 0] = matches[n, l, j - 1, 0]
+                    matches[n, l, j, 1] = matches[n, l, j - 1, 1]
+                    match_scores[n, l, j] = match_scores[n, l, j - 1]
+                    j -= 1
+                matches[n, l, j, 0] = a
+                matches[n, l, j, 1] = b
+                match_scores[n, l, j] = score
             match_counts[n, l] = found
-            matches[n, l, found:] = -1  # "missing" past the count, not the previous frame's matches
-            match_scores[n, l, found:] = 0.0
+            for i in range(found, matches.shape[2]):  # "missing" past the count
+                matches[n, l, i, 0] = -1
+                matches[n, l, i, 1] = -1
+                match_scores[n, l, i] = 0.0
 
 
 @njit(nogil=True, cache=True)

@@ -7,8 +7,12 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def _bilinear(channel, x, y):
-    height, width = channel.shape
+def _paf_along(paf_x, paf_y, x, y, ux, uy):
+    """The PAF at (x, y), bilinearly interpolated (clamped to the map), projected on the unit vector (ux, uy).
+
+    Both channels share the interpolation weights, so they are computed once.
+    """
+    height, width = paf_x.shape
     x = min(max(x, 0.0), width - 1.0)
     y = min(max(y, 0.0), height - 1.0)
     x0 = int(x)
@@ -17,9 +21,13 @@ def _bilinear(channel, x, y):
     y1 = min(y0 + 1, height - 1)
     fx = x - x0
     fy = y - y0
-    top = channel[y0, x0] * (1.0 - fx) + channel[y0, x1] * fx
-    bottom = channel[y1, x0] * (1.0 - fx) + channel[y1, x1] * fx
-    return top * (1.0 - fy) + bottom * fy
+    w00 = (1.0 - fx) * (1.0 - fy)
+    w01 = fx * (1.0 - fy)
+    w10 = (1.0 - fx) * fy
+    w11 = fx * fy
+    along_x = paf_x[y0, x0] * w00 + paf_x[y0, x1] * w01 + paf_x[y1, x0] * w10 + paf_x[y1, x1] * w11
+    along_y = paf_y[y0, x0] * w00 + paf_y[y0, x1] * w01 + paf_y[y1, x0] * w10 + paf_y[y1, x1] * w11
+    return along_x * ux + along_y * uy
 
 
 @njit(nogil=True, cache=True)
@@ -64,17 +72,26 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
                     ux = dx / length
                     uy = dy / length
                     total = 0.0
-                    above = 0
-                    for s in range(num_samples):
+                    misses = 0
+                    middle = (num_samples - 1) // 2
+                    for i in range(num_samples):
+                        # Middle-out: wrong pairs fail in the middle, far from the shared end peaks, so the
+                        # exact early exit below comes after a few samples.
+                        step = (i + 1) // 2
+                        s = middle + step if i % 2 == 1 else middle - step
                         t = s / (num_samples - 1) if num_samples > 1 else 0.5
                         px = xa + t * dx
                         py = ya + t * dy
-                        sample = _bilinear(paf_x, px, py) * ux + _bilinear(paf_y, px, py) * uy
+                        sample = _paf_along(paf_x, paf_y, px, py, ux, uy)
                         total += sample
-                        if sample > min_sample_score:
-                            above += 1
+                        if not sample > min_sample_score:
+                            misses += 1
+                            if num_samples - misses < needed:
+                                break  # the sample-fraction rule can no longer be met: not a limb
+                    if num_samples - misses < needed:
+                        continue
                     score = total / num_samples
                     if length_prior:
                         score += min(0.5 * height / length - 1.0, 0.0)
-                    if above >= needed and score > 0.0:
+                    if score > 0.0:
                         scores[n, l, a, b] = score

@@ -559,3 +559,29 @@ def test_parity_batches_exercise_capacities_and_real_people():
         totals["full peak lists"] += int((tight_buffers.peak_counts == tight.max_peaks).sum())
         totals["dropped"] += int(tight_buffers.people_dropped.sum())
     assert totals["people"] >= 3 * len(PARITY_SEEDS) and totals["full peak lists"] > 0 and totals["dropped"] > 0, totals
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_assign_reaches_scipys_optimum_on_dense_contested_candidates(backend, seed):
+    """Most peaks compete for several partners: the Hungarian path, not the direct-match shortcut, decides."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(seed)
+    count_a, count_b, capacity = rng.integers(3, 12), rng.integers(3, 12), 12
+    limb_scores = np.zeros((1, 1, capacity, capacity), np.float32)
+    dense = rng.uniform(0.0, 1.0, (count_a, count_b)).astype(np.float32)
+    dense[rng.random((count_a, count_b)) < 0.3] = 0.0  # some candidates are not limbs
+    limb_scores[0, 0, :count_a, :count_b] = dense
+    limbs = np.array([[0, 1]], np.int32)
+    peak_counts = np.array([[count_a, count_b]], np.int32)
+    match_counts = np.zeros((1, 1), np.int32)
+    matches = np.full((1, 1, capacity, 2), -1, np.int32)
+    match_scores = np.zeros((1, 1, capacity), np.float32)
+    backend.assign(limb_scores, limbs, peak_counts, 1, match_counts, matches, match_scores)
+    found = match_counts[0, 0]
+    pairs = matches[0, 0, :found]
+    assert len(set(pairs[:, 0].tolist())) == found and len(set(pairs[:, 1].tolist())) == found
+    assert (dense[pairs[:, 0], pairs[:, 1]] > 0).all()
+    assert np.all(np.diff(match_scores[0, 0, :found]) <= 0)  # best first
+    rows, cols = linear_sum_assignment(dense, maximize=True)
+    assert match_scores[0, 0, :found].sum() == pytest.approx(dense[rows, cols].sum(), abs=1e-5)
