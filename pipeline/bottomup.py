@@ -134,30 +134,33 @@ class BottomUpEstimator:
         return [self._people_of_frame(buffers, n, box, stride) for n in range(frames)]
 
     def _people_of_frame(self, buffers: kernels.ParseBuffers, n: int, box: Letterbox, stride: float) -> list[Person]:
-        height, width = box.image_height, box.image_width
+        count = int(buffers.person_counts[n])
+        if count == 0:
+            return []
+        model_index = self._coco_from_model  # 17, -1 where the model lacks the COCO keypoint
+        known = model_index >= 0
+        safe_index = np.where(known, model_index, 0)
+        peaks = buffers.person_parts[n, :count][:, safe_index]  # P x 17 peak index, -1 when missing
+        found = known[None, :] & (peaks >= 0)
+        safe_peaks = np.where(found, peaks, 0)
+        map_xy = buffers.refined[n, safe_index[None, :], safe_peaks]  # P x 17 x 2
+        # Map pixel centres sit at (i + 0.5) * stride - 0.5 in network-input pixels.
+        image_xy = box.to_image((map_xy + 0.5) * stride - 0.5)
+        # A map cell at the image edge can centre in the letterbox padding: keep points on the image.
+        np.clip(image_xy[..., 0], 0.0, box.image_width - 1.0, out=image_xy[..., 0])
+        np.clip(image_xy[..., 1], 0.0, box.image_height - 1.0, out=image_xy[..., 1])
+        confidence = np.minimum(buffers.peak_scores[n, safe_index[None, :], safe_peaks], 1.0)
+        keypoints = np.zeros((count, len(model_index), 3), np.float32)
+        keypoints[..., :2] = np.where(found[..., None], image_xy, 0.0)
+        keypoints[..., 2] = np.where(found, confidence, 0.0)
         people = []
-        for p in range(buffers.person_counts[n]):
-            keypoints = np.zeros((len(self._coco_from_model), 3), np.float32)
-            for coco_index, model_index in enumerate(self._coco_from_model):
-                if model_index < 0:
-                    continue
-                peak = buffers.person_parts[n, p, model_index]
-                if peak < 0:
-                    continue
-                map_xy = buffers.refined[n, model_index, peak]
-                # Map pixel centres sit at (i + 0.5) * stride - 0.5 in network-input pixels.
-                input_xy = (map_xy + 0.5) * stride - 0.5
-                image_xy = box.to_image(input_xy)
-                # A map cell at the image edge can centre in the letterbox padding: keep points on the image.
-                keypoints[coco_index, 0] = min(max(float(image_xy[0]), 0.0), width - 1.0)
-                keypoints[coco_index, 1] = min(max(float(image_xy[1]), 0.0), height - 1.0)
-                keypoints[coco_index, 2] = min(1.0, float(buffers.peak_scores[n, model_index, peak]))
-            found = keypoints[keypoints[:, 2] > 0]
-            if len(found) == 0:
+        for p in range(count):
+            present = keypoints[p, found[p]]
+            if len(present) == 0:
                 continue  # only the neck was found: nothing to report in COCO-17
-            x0, y0 = found[:, 0].min(), found[:, 1].min()
-            x1, y1 = found[:, 0].max(), found[:, 1].max()
-            people.append(Person(score=float(buffers.person_scores[n, p]), keypoints=keypoints,
+            x0, y0 = present[:, :2].min(axis=0)
+            x1, y1 = present[:, :2].max(axis=0)
+            people.append(Person(score=float(buffers.person_scores[n, p]), keypoints=keypoints[p],
                                  bbox=(float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
         return people
 
