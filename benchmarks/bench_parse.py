@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the synthetic map renderer the tests 
 import kernels  # noqa: E402
 from kernels.reference import reference_parse  # noqa: E402
 from maps import HPE_0001, STANDING_POSE, add_noise, render_maps  # noqa: E402
-from pipeline.bottomup import ParseConfig  # noqa: E402
+from kernels import ParseConfig  # noqa: E402
 
 PEOPLE_COUNTS = (1, 5, 10, 20, 40)
 MAP_SIZES = ((32, 57), (46, 82))
@@ -69,28 +69,12 @@ class Chain:
 
     def __init__(self, frames: int, config: ParseConfig):
         self.config = config
-        self.limbs = HPE_0001.limbs
-        self.paf_channels = HPE_0001.paf_channels
-        self.redundant = HPE_0001.redundant
-        self.limb_weight = HPE_0001.limb_weight
-        self.buffers = kernels.allocate_parse_buffers(frames, HPE_0001.num_keypoints, len(self.limbs),
+        self.buffers = kernels.allocate_parse_buffers(frames, HPE_0001.num_keypoints, len(HPE_0001.limbs),
                                                       config.max_peaks, config.max_people)
 
     def __call__(self, heatmaps: np.ndarray, pafs: np.ndarray) -> int:
-        c, b = self.config, self.buffers
-        frames = heatmaps.shape[0]
-        kernels.find_peaks(heatmaps, HPE_0001.num_keypoints, c.peak_threshold, c.peak_window,
-                           b.peak_counts, b.peaks, b.peak_scores)
-        kernels.refine_peaks(heatmaps, b.peak_counts, b.peaks, b.refined)
-        kernels.paf_score_graph(pafs, self.limbs, self.paf_channels, b.peak_counts, b.refined, c.paf_samples,
-                                c.paf_min_sample_score, c.paf_min_sample_fraction, c.paf_length_prior,
-                                b.limb_scores)
-        kernels.assign(b.limb_scores, self.limbs, b.peak_counts, frames, b.match_counts, b.matches,
-                       b.match_scores)
-        kernels.connect_parts(b.matches, b.match_scores, b.match_counts, self.limbs, self.redundant,
-                              b.peak_scores, frames, c.min_parts, c.min_mean_score, self.limb_weight,
-                              b.person_counts, b.person_parts, b.person_scores, b.people_dropped)
-        return int(b.person_counts[:frames].sum())
+        kernels.parse_maps(heatmaps, pafs, HPE_0001, self.config, self.buffers)
+        return int(self.buffers.person_counts[:heatmaps.shape[0]].sum())
 
 
 def median_ms(run, repeats: int) -> float:

@@ -19,10 +19,11 @@ Coordinates are (x, y) in map pixels, pixel centres at integers; peaks as found 
 indices, refined peaks are float (x, y). "Missing" is -1 for indices and 0 for scores.
 """
 from kernels.assemble import allocate_parse_buffers, assign, connect_parts, ParseBuffers
+from kernels.chain import ParseConfig, SkeletonTables, parse_maps
 from kernels.paf import paf_score_graph
 from kernels.peaks import find_peaks, refine_peaks
 
 __all__ = [
-    "ParseBuffers", "allocate_parse_buffers", "assign", "connect_parts",
-    "find_peaks", "paf_score_graph", "refine_peaks",
+    "ParseBuffers", "ParseConfig", "SkeletonTables", "allocate_parse_buffers", "assign", "connect_parts",
+    "find_peaks", "paf_score_graph", "parse_maps", "refine_peaks",
 ]

@@ -8,26 +8,12 @@ import cv2
 import numpy as np
 
 import kernels
+from kernels import ParseConfig, SkeletonTables  # noqa: F401  (ParseConfig is part of this module's API)
 from pipeline.backends import Backend
 from pipeline.model import ModelSpec
 from pipeline.preprocess import Letterbox, fill_input, plan_letterbox
 from pipeline.skeleton import coco17_index_map
 from pipeline.types import Person
-
-
-@dataclass(frozen=True)
-class ParseConfig:
-    peak_threshold: float = 0.1  # heatmap value a keypoint needs
-    peak_window: int = 1  # NMS window radius in map pixels: a (2w+1)^2 neighbourhood
-    upsample: int = 1  # resize maps by this factor (bicubic) before the parse; 1 = parse at the stride
-    paf_samples: int = 10  # S
-    paf_min_sample_score: float = 0.05
-    paf_min_sample_fraction: float = 0.8
-    paf_length_prior: bool = True
-    min_parts: int = 3
-    min_mean_score: float = 0.2  # per-keypoint mean of the person's total, below which it is dropped
-    max_peaks: int = 32  # M
-    max_people: int = 64  # P
 
 
 @dataclass(frozen=True)
@@ -55,11 +41,12 @@ class BottomUpEstimator:
         self.backend = backend
         self.config = config
         self.stats = EstimatorStats()
-        self._limbs = np.asarray(spec.limbs, np.int32)
-        self._paf_channels = np.asarray(spec.paf_channels, np.int32)
-        self._redundant = np.zeros(len(spec.limbs), np.bool_)
-        self._redundant[list(spec.redundant_limbs)] = True
-        self._limb_weight = float(len(spec.limbs) - len(spec.redundant_limbs))
+        redundant = np.zeros(len(spec.limbs), np.bool_)
+        redundant[list(spec.redundant_limbs)] = True
+        self._tables = SkeletonTables(num_keypoints=spec.num_keypoints,
+                                      limbs=np.asarray(spec.limbs, np.int32).reshape(-1, 2),
+                                      paf_channels=np.asarray(spec.paf_channels, np.int32).reshape(-1, 2),
+                                      redundant=redundant)
         index_map = np.asarray(coco17_index_map(spec.keypoints), np.int64)
         self._coco_from_model = index_map
         self._buffers: kernels.ParseBuffers | None = None
@@ -118,18 +105,7 @@ class BottomUpEstimator:
         pafs = np.ascontiguousarray(pafs, dtype=np.float32)
         frames = heatmaps.shape[0]
         buffers = self._buffers_for(frames)
-        kernels.find_peaks(heatmaps, self.spec.num_keypoints, config.peak_threshold, config.peak_window,
-                           buffers.peak_counts, buffers.peaks, buffers.peak_scores)
-        kernels.refine_peaks(heatmaps, buffers.peak_counts, buffers.peaks, buffers.refined)
-        kernels.paf_score_graph(pafs, self._limbs, self._paf_channels, buffers.peak_counts, buffers.refined,
-                                config.paf_samples, config.paf_min_sample_score, config.paf_min_sample_fraction,
-                                config.paf_length_prior, buffers.limb_scores)
-        kernels.assign(buffers.limb_scores, self._limbs, buffers.peak_counts, frames,
-                       buffers.match_counts, buffers.matches, buffers.match_scores)
-        kernels.connect_parts(buffers.matches, buffers.match_scores, buffers.match_counts, self._limbs,
-                              self._redundant, buffers.peak_scores, frames, config.min_parts,
-                              config.min_mean_score, self._limb_weight, buffers.person_counts,
-                              buffers.person_parts, buffers.person_scores, buffers.people_dropped)
+        kernels.parse_maps(heatmaps, pafs, self._tables, config, buffers)
         self.stats.people_dropped += int(buffers.people_dropped[:frames].sum())
         return [self._people_of_frame(buffers, n, box, stride) for n in range(frames)]
 

@@ -89,17 +89,21 @@ def _print_metrics(metrics: dict, table: str, out_json: str | None) -> None:
             raise PosestreamError(out_json, f"cannot write: {error.strerror}") from None
 
 
+def _finish_eval(metrics: dict, estimator, args: argparse.Namespace, table: str) -> int:
+    metrics["model"] = estimator.spec.name
+    metrics["input_height"] = args.input_height or estimator.spec.input.height
+    metrics.update(_timing(estimator))
+    _print_metrics(metrics, table, args.out_json)
+    return 0
+
+
 def _command_eval_coco(args: argparse.Namespace) -> int:
     from pipeline.evaluation import CocoEvalConfig, evaluate_coco, format_coco_table
 
     estimator = _build_estimator(args)
     metrics = evaluate_coco(Path(args.images), Path(args.ann), estimator,
                             CocoEvalConfig(max_images=args.max_images, show_progress=not args.no_progress))
-    metrics["model"] = estimator.spec.name
-    metrics["input_height"] = args.input_height or estimator.spec.input.height
-    metrics.update(_timing(estimator))
-    _print_metrics(metrics, format_coco_table(metrics), args.out_json)
-    return 0
+    return _finish_eval(metrics, estimator, args, format_coco_table(metrics))
 
 
 def _command_eval_lsp(args: argparse.Namespace) -> int:
@@ -108,11 +112,7 @@ def _command_eval_lsp(args: argparse.Namespace) -> int:
     estimator = _build_estimator(args)
     metrics = evaluate_lsp(Path(args.data), args.split, estimator,
                            LspEvalConfig(max_images=args.max_images, show_progress=not args.no_progress))
-    metrics["model"] = estimator.spec.name
-    metrics["input_height"] = args.input_height or estimator.spec.input.height
-    metrics.update(_timing(estimator))
-    _print_metrics(metrics, format_lsp_table(metrics), args.out_json)
-    return 0
+    return _finish_eval(metrics, estimator, args, format_lsp_table(metrics))
 
 
 def _command_models(args: argparse.Namespace) -> int:

@@ -47,22 +47,12 @@ def backend(request) -> ModuleType:
 
 def run_chain(ops: ModuleType, heatmaps: np.ndarray, pafs: np.ndarray, config: ParseConfig = ParseConfig(),
               layout: Layout = HPE_0001, buffers: kernels.ParseBuffers | None = None) -> kernels.ParseBuffers:
-    """find_peaks -> refine_peaks -> paf_score_graph -> assign -> connect_parts, as BottomUpEstimator.parse."""
+    """The kernel chain on ``ops`` (the CPU kernels or a twin), as BottomUpEstimator.parse runs it."""
     frames = heatmaps.shape[0]
     if buffers is None:
         buffers = ops.allocate_parse_buffers(frames, layout.num_keypoints, len(layout.limbs), config.max_peaks,
                                              config.max_people)
-    ops.find_peaks(heatmaps, layout.num_keypoints, config.peak_threshold, config.peak_window,
-                   buffers.peak_counts, buffers.peaks, buffers.peak_scores)
-    ops.refine_peaks(heatmaps, buffers.peak_counts, buffers.peaks, buffers.refined)
-    ops.paf_score_graph(pafs, layout.limbs, layout.paf_channels, buffers.peak_counts, buffers.refined,
-                        config.paf_samples, config.paf_min_sample_score, config.paf_min_sample_fraction,
-                        config.paf_length_prior, buffers.limb_scores)
-    ops.assign(buffers.limb_scores, layout.limbs, buffers.peak_counts, frames,
-               buffers.match_counts, buffers.matches, buffers.match_scores)
-    ops.connect_parts(buffers.matches, buffers.match_scores, buffers.match_counts, layout.limbs, layout.redundant,
-                      buffers.peak_scores, frames, config.min_parts, config.min_mean_score, layout.limb_weight,
-                      buffers.person_counts, buffers.person_parts, buffers.person_scores, buffers.people_dropped)
+    kernels.parse_maps(heatmaps, pafs, layout, config, buffers, ops=ops)
     assert_well_formed_people(buffers, frames, config)
     return buffers
 
