@@ -27,6 +27,27 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     from pipeline.backends import BACKEND_NAMES
     from pipeline.model import BUILTIN_MODELS, DEFAULT_MODEL
@@ -64,16 +85,27 @@ def _timing(estimator) -> dict:
     }
 
 
+def _tracker_config(args: argparse.Namespace):
+    """The run's TrackerConfig from the tracking flags, or None for --no-track."""
+    from pipeline.tracking import OneEuroConfig, TrackerConfig
+
+    if args.no_track:
+        return None
+    return TrackerConfig(track_buffer=args.track_buffer, min_hits=args.track_min_hits, smooth=not args.no_smooth,
+                         smoothing=OneEuroConfig(min_cutoff=args.smooth_min_cutoff, beta=args.smooth_beta))
+
+
 def _command_run(args: argparse.Namespace) -> int:
     from pipeline.run import RunConfig, print_summary, run_streams
 
+    tracking = _tracker_config(args)
     estimator = _build_estimator(args)
     out_jsonl = args.out_jsonl
     if out_jsonl is None and args.out_video is None:
         out_jsonl = "-"  # asked for nothing: JSON lines on stdout, like any Unix filter
     config = RunConfig(sources=tuple(args.sources), out_jsonl=out_jsonl, out_video=args.out_video,
                        batch_size=args.batch, max_frames=args.max_frames,
-                       progress=not args.no_progress and out_jsonl != "-")
+                       progress=not args.no_progress and out_jsonl != "-", tracking=tracking)
     reports = run_streams(config, estimator)
     print_summary(reports, _timing(estimator))
     return EXIT_INPUT_ERROR if any(r.error for r in reports) else 0
@@ -128,6 +160,26 @@ def _command_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    from pipeline.tracking import OneEuroConfig, TrackerConfig
+
+    tracker, euro = TrackerConfig(), OneEuroConfig()
+    group = parser.add_argument_group(
+        "tracking", "each video stream is tracked on its own: people get a track_id (from 1 per stream) and "
+                    "smoothed keypoints; image inputs are not tracked")
+    group.add_argument("--no-track", action="store_true", help="no tracking: track_id is null, keypoints raw")
+    group.add_argument("--no-smooth", action="store_true", help="track, but output the raw keypoints")
+    group.add_argument("--track-buffer", type=_non_negative, default=tracker.track_buffer, metavar="N",
+                       help=f"frames a lost track keeps its ID while unseen (default {tracker.track_buffer})")
+    group.add_argument("--track-min-hits", type=_positive, default=tracker.min_hits, metavar="N",
+                       help="frames in a row a new track must be seen before it gets an ID; until then its "
+                            f"person is output with track_id null (default {tracker.min_hits})")
+    group.add_argument("--smooth-min-cutoff", type=_positive_float, default=euro.min_cutoff, metavar="HZ",
+                       help=f"One Euro cutoff at rest in Hz: lower is steadier, lags more (default {euro.min_cutoff})")
+    group.add_argument("--smooth-beta", type=_non_negative_float, default=euro.beta, metavar="BETA",
+                       help=f"One Euro speed coefficient: higher lags less on fast motion (default {euro.beta})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="posestream",
@@ -151,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", type=_positive, default=1, help="frames per inference call (default 1)")
     run.add_argument("--max-frames", type=_positive, default=None, help="stop each stream after this many frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tracking_options(run)
     run.set_defaults(handler=_command_run)
 
     evaluate = commands.add_parser("eval", help="evaluate against ground truth (COCO AP, LSP PCK/PCP)")

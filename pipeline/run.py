@@ -2,6 +2,8 @@
 
 Each source is one stream. A stream that fails (unreadable file, decode failure) is reported and the
 others go on; corrupt frames are skipped and counted by the source, and every count is reported.
+Each video stream gets its own ``PoseTracker`` (IDs from 1, keypoint smoothing), created when the stream
+starts and dropped when it ends; image and folder inputs are taken as unrelated pictures and not tracked.
 The concurrent multi-stream runtime (live sources, batching across streams) is a separate stage graph.
 """
 from __future__ import annotations
@@ -17,8 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.errors import PosestreamError
-from pipeline.sinks import ImageSink, JsonlSink, VideoSink, draw_people
+from pipeline.sinks import ImageSink, JsonlSink, TrackTrails, VideoSink, draw_people
 from pipeline.sources import FrameSource, SourceConfig, open_source
+from pipeline.tracking import PoseTracker, TrackerConfig
 from pipeline.types import Frame, Person
 
 Estimate = Callable[[list[np.ndarray]], list[list[Person]]]
@@ -33,6 +36,7 @@ class RunConfig:
     batch_size: int = 1  # frames of one stream per inference call
     max_frames: int | None = None
     progress: bool = True
+    tracking: TrackerConfig | None = TrackerConfig()  # None: no tracking, every track_id is null
 
 
 @dataclass
@@ -44,6 +48,7 @@ class StreamReport:
     people: int = 0
     seconds: float = 0.0
     error: str | None = None
+    tracks: int | None = None  # track IDs handed out; None when the stream was not tracked
 
 
 class _OverlayWriter:
@@ -54,9 +59,10 @@ class _OverlayWriter:
         self._source = source
         self._video: VideoSink | None = None
         self._images: ImageSink | None = None
+        self._trails = TrackTrails()
 
     def write(self, frame: Frame, people: list[Person]) -> None:
-        drawn = draw_people(frame.image, people)
+        drawn = draw_people(frame.image, people, trails=self._trails.update(people))
         if self._source.kind == "video":
             if self._video is None:
                 height, width = frame.image.shape[:2]
@@ -84,6 +90,9 @@ def _run_stream(source: FrameSource, config: RunConfig, estimate: Estimate, json
     bar = tqdm(total=source.frame_count, unit="frame", desc=Path(source.spec).name or source.spec,
                disable=not config.progress, leave=True, file=sys.stderr)
     started = time.perf_counter()
+    tracker = None
+    if config.tracking is not None and source.kind == "video":
+        tracker = PoseTracker(config.tracking, fps=source.fps)
     try:
         batch: list[Frame] = []
         frames = iter(source)
@@ -94,6 +103,8 @@ def _run_stream(source: FrameSource, config: RunConfig, estimate: Estimate, json
             if batch and (frame is None or len(batch) == config.batch_size):
                 people_per_frame = estimate([f.image for f in batch])
                 for done, people in zip(batch, people_per_frame):
+                    if tracker is not None:
+                        people = tracker.update(people, done.pts)
                     if jsonl is not None:
                         jsonl.write(done, people)
                     if overlay is not None:
@@ -106,6 +117,7 @@ def _run_stream(source: FrameSource, config: RunConfig, estimate: Estimate, json
                 break
     finally:
         report.skipped_corrupt = source.stats.skipped_corrupt
+        report.tracks = tracker.ids_issued if tracker is not None else None
         report.seconds = time.perf_counter() - started
         bar.close()
 
@@ -142,8 +154,9 @@ def print_summary(reports: list[StreamReport], timing: dict[str, float], out: Te
             print(f"stream {r.stream} {r.source}: FAILED: {r.error}", file=out)
             continue
         fps = r.frames / r.seconds if r.seconds > 0 else 0.0
+        tracks = f", {r.tracks} tracks" if r.tracks is not None else ""
         print(f"stream {r.stream} {r.source}: {r.frames} frames, {r.skipped_corrupt} corrupt frames skipped, "
-              f"{r.people} people, {fps:.1f} frames/s", file=out)
+              f"{r.people} people{tracks}, {fps:.1f} frames/s", file=out)
     if timing.get("frames"):
         print(f"inference {timing['inference_ms_per_frame']:.2f} ms/frame, "
               f"parse {timing['parse_ms_per_frame']:.2f} ms/frame over {timing['frames']} frames"

@@ -28,8 +28,11 @@ class Person:
 
     ``keypoints`` is (17, 3) float32 in COCO-17 order: x, y, confidence. A keypoint that was not
     found has confidence 0 and x = y = 0. ``bbox`` is (x, y, w, h) around the found keypoints.
+    ``track_id`` is the person's identity within its stream (from 1), set by ``pipeline.tracking``;
+    None when tracking is off or the person is not (yet) on a confirmed track.
     """
 
     score: float
     keypoints: np.ndarray
     bbox: tuple[float, float, float, float]
+    track_id: int | None = None

@@ -28,7 +28,7 @@ VTEST_W, VTEST_H = 768, 576
 COCO_DIR = "data/mmpose/coco"
 ERROR_PREFIX = "posestream: error: "
 RECORD_KEYS = {"stream", "source", "frame", "pts", "persons"}
-PERSON_KEYS = {"score", "bbox", "keypoints"}
+PERSON_KEYS = {"score", "bbox", "keypoints", "track_id"}
 # The COCO AP of hpe-0001 on the 4 mmpose COCO val images at input height 368 (the sidecar default).
 COCO_AP_MEASURED = 0.781
 
@@ -70,6 +70,7 @@ def check_record(record: dict, line: str | None = None) -> None:
         bbox = person["bbox"]
         assert len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
         assert bbox[2] >= 0 and bbox[3] >= 0
+        assert person["track_id"] is None or (isinstance(person["track_id"], int) and person["track_id"] >= 1)
         keypoints = np.asarray(person["keypoints"], dtype=np.float64)
         assert keypoints.shape == (17, 3)
         assert np.isfinite(keypoints).all()
@@ -120,7 +121,8 @@ def tiny_model(tmp_path_factory) -> Path:
     pytest.param(["--help"], ["usage: posestream", "run", "eval", "models", "--version"], id="posestream"),
     pytest.param(["run", "--help"], ["usage: posestream run", "SOURCE", "--model", "--backend", "--input-height",
                                      "--threads", "--out-jsonl", "--out-video", "--batch", "--max-frames",
-                                     "--no-progress"], id="run"),
+                                     "--no-progress", "--no-track", "--no-smooth", "--track-buffer",
+                                     "--track-min-hits", "--smooth-min-cutoff", "--smooth-beta"], id="run"),
     pytest.param(["eval", "--help"], ["usage: posestream eval", "coco", "lsp"], id="eval"),
     pytest.param(["eval", "coco", "--help"], ["usage: posestream eval coco", "--images", "--ann", "--model",
                                               "--backend", "--input-height", "--max-images", "--out-json",
@@ -148,6 +150,8 @@ def test_version(capsys):
     pytest.param(["run"], id="run-without-source"),
     pytest.param(["run", "x.mp4", "--max-frames", "0"], id="max-frames-zero"),
     pytest.param(["run", "x.mp4", "--batch", "-2"], id="batch-negative"),
+    pytest.param(["run", "x.mp4", "--track-buffer", "-1"], id="track-buffer-negative"),
+    pytest.param(["run", "x.mp4", "--smooth-min-cutoff", "0"], id="smooth-cutoff-zero"),
     pytest.param(["eval", "coco", "--images", "."], id="eval-coco-without-ann"),
     pytest.param(["eval", "lsp", "--data", ".", "--split", "val"], id="lsp-bad-split"),
 ])
@@ -391,6 +395,30 @@ def test_vtest_finds_the_pedestrians(vtest_run):
 
 
 @pytest.mark.shared
+def test_vtest_people_are_tracked(vtest_run):
+    """Tracking is on by default: after the first frames the pedestrians carry IDs, one per person and frame."""
+    records = read_jsonl(vtest_run["jsonl"])
+    assert all(p["track_id"] is None for p in records[0]["persons"])  # a track is confirmed on its 3rd frame
+    tracked = [[p["track_id"] for p in r["persons"] if p["track_id"] is not None] for r in records]
+    assert all(len(ids) == len(set(ids)) for ids in tracked)
+    assert sum(len(ids) >= 3 for ids in tracked[2:]) >= (VTEST_FRAMES - 2) // 2
+    ids = {i for frame in tracked for i in frame}
+    assert min(ids) == 1 and ids == set(range(1, max(ids) + 1))
+    # The same people keep their IDs: most IDs on the last frame were there 5 frames before.
+    assert len(set(tracked[-1]) & set(tracked[-6])) >= 2
+    assert "tracks" in vtest_run["stderr"]
+
+
+@pytest.mark.shared
+def test_no_track_gives_null_ids_and_raw_keypoints(capsys, shared):
+    code, out, err = cli(capsys, "run", shared / VTEST, "--max-frames", "4", "--no-track")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert all(p["track_id"] is None for r in records for p in r["persons"])
+    assert "tracks" not in err
+
+
+@pytest.mark.shared
 def test_vtest_keypoints_near_the_frame(vtest_run):
     """Within one network stride (8 / (368/576) = 12.5 px) of the frame: the letterbox inverse is right."""
     margin = 8 * VTEST_H / 368
@@ -447,6 +475,7 @@ def test_run_on_an_image_folder(capsys, shared, tmp_path):
     for record in records:
         check_record(record)
     assert sum(len(r["persons"]) for r in records) >= 2  # COCO val images with people in them
+    assert all(p["track_id"] is None for r in records for p in r["persons"])  # unrelated pictures: not tracked
     assert sorted(p.name for p in overlays.iterdir()) == [f"{path.stem}.jpg" for path in copies]
     for path in copies:
         original = cv2.imread(str(path))

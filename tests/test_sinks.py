@@ -1,6 +1,7 @@
 """Sinks on real files: JSON lines parsed back, videos read back with PyAV, images read back with OpenCV."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PosestreamError
-from pipeline.sinks import ImageSink, JsonlSink, VideoSink, draw_people
+from pipeline.sinks import ImageSink, JsonlSink, TrackTrails, VideoSink, draw_people, track_colour
 from pipeline.skeleton import COCO17_NAMES
 from pipeline.sources import SourceConfig, open_source
 from pipeline.types import Frame, Person
@@ -58,7 +59,8 @@ def test_jsonl_round_trip_matches_schema(tmp_path):
 
     assert len(first["persons"]) == 2
     person = first["persons"][0]
-    assert set(person) == {"score", "bbox", "keypoints"}
+    assert set(person) == {"score", "bbox", "keypoints", "track_id"}
+    assert person["track_id"] is None  # not tracked
     assert person["score"] == 0.8765
     assert len(person["bbox"]) == 4 and all(isinstance(value, float) for value in person["bbox"])
     assert len(person["keypoints"]) == len(COCO17_NAMES) == 17
@@ -68,6 +70,16 @@ def test_jsonl_round_trip_matches_schema(tmp_path):
     assert person["keypoints"][0] == [400.12, 100.12, 0.9]
     assert person["keypoints"][4] == [0.0, 0.0, 0.0]  # not found
     assert person["bbox"][:2] == [355.12, 95.12]
+
+
+def test_jsonl_writes_track_ids_as_integers(tmp_path):
+    path = tmp_path / "tracked.jsonl"
+    tracked = dataclasses.replace(standing_person(), track_id=np.int64(7))  # numpy ints must serialise too
+    with JsonlSink(path) as sink:
+        sink.write(grey_frame(), [tracked, standing_person()])
+    persons = json.loads(path.read_text())["persons"]
+    assert [p["track_id"] for p in persons] == [7, None]
+    assert isinstance(persons[0]["track_id"], int)
 
 
 def test_jsonl_dash_writes_to_stdout(capsys):
@@ -201,3 +213,42 @@ def test_draw_people_without_found_keypoints_draws_nothing():
     image = grey_frame().image
     nobody = Person(score=0.5, keypoints=np.zeros((17, 3), np.float32), bbox=(0.0, 0.0, 0.0, 0.0))
     assert np.array_equal(draw_people(image, [nobody]), image)
+
+
+def test_draw_people_shows_track_id_box_and_trail_in_the_id_colour():
+    image = grey_frame().image
+    person = dataclasses.replace(standing_person(), track_id=5)
+    trail = np.array([(150.0, 400.0 + 0.0 * k) + np.array([10.0 * k, 0.0]) for k in range(20)])
+    drawn = draw_people(image, [person], trails={5: trail, 9: trail + 50})
+    colour = np.array(track_colour(5))
+    assert (np.abs(drawn.astype(int) - colour).sum(axis=2) < 30).sum() > 150  # box, label, trail in its colour
+    # The trail: drawn along its path, far from the skeleton.
+    assert np.any(drawn[400, 200] != image[400, 200])
+    # Trails of IDs not in this frame are not drawn.
+    assert np.array_equal(drawn[450, 200:300], image[450, 200:300])
+    # Without a track ID there is no box in an ID colour and no trail.
+    untracked = draw_people(image, [standing_person()], trails={5: trail})
+    assert np.array_equal(untracked[400, 150:340], image[400, 150:340])
+
+
+def test_track_colours_differ_between_neighbouring_ids():
+    colours = [np.array(track_colour(i)) for i in range(1, 12)]
+    for a, b in zip(colours, colours[1:]):
+        assert np.abs(a.astype(int) - b.astype(int)).max() > 60
+
+
+def test_track_trails_keep_the_last_positions_and_forget_old_tracks():
+    trails = TrackTrails(length=20, forget_after=5)
+    for frame in range(30):
+        keypoints = standing_person().keypoints.copy()
+        keypoints[:, 0] += frame
+        people = [Person(0.9, keypoints, (0, 0, 1, 1), track_id=1)]
+        if frame < 3:
+            people.append(Person(0.9, standing_person().keypoints, (0, 0, 1, 1), track_id=2))
+        shown = trails.update(people)
+    assert set(shown) == {1}  # track 2 unseen for more than 5 frames
+    assert shown[1].shape == (20, 2)
+    assert shown[1][-1, 0] == pytest.approx(400.123456 + 29, abs=1e-3)  # mid-hip x, newest last
+    no_hips = standing_person().keypoints.copy()
+    no_hips[[11, 12]] = 0
+    assert set(trails.update([Person(0.9, no_hips, (0, 0, 1, 1), track_id=3)])) == {1}  # no hips, no point
