@@ -71,7 +71,7 @@ def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, p
 def _parabola_offset(before, centre, after):
     """Vertex of the parabola through three samples at -1, 0, +1, clamped to half a pixel."""
     curvature = before - 2.0 * centre + after
-    if curvature >= 0.0:  # not a maximum (flat or convex): keep the integer position
+    if not curvature < 0.0:  # not a maximum (flat, convex, or a NaN sample): keep the integer position
         return 0.0
     offset = 0.5 * (before - after) / curvature
     return min(0.5, max(-0.5, offset))
@@ -82,9 +82,11 @@ def refine_peaks(heatmaps, peak_counts, peaks, refined):
     """Sub-pixel peak positions by a parabola fit through the maximum and its neighbours, per axis.
 
     refined: N x K x M x 2 float32 (out) -- (x, y) in map pixels; entries past the count are -1.
-    At the map border the fit along that axis is skipped.
+    At the map border, or next to a NaN, the fit along that axis is skipped. Only the heatmaps' N frames
+    are refined, so buffers may hold more frames than this batch.
     """
-    n_frames, n_keypoints, capacity = peaks.shape[0], peaks.shape[1], peaks.shape[2]
+    n_frames = heatmaps.shape[0]
+    n_keypoints, capacity = peaks.shape[1], peaks.shape[2]
     height = heatmaps.shape[2]
     width = heatmaps.shape[3]
     for n in range(n_frames):

@@ -86,7 +86,7 @@ def reference_find_peaks(heatmaps, num_keypoints: int, threshold: float, window:
 def _parabola_vertex(before: float, centre: float, after: float) -> float:
     """Offset of the vertex of the parabola through (-1, before), (0, centre), (1, after), within +-0.5."""
     curvature = before - 2.0 * centre + after
-    if curvature >= 0.0:  # a line or a valley: no maximum to move to
+    if not curvature < 0.0:  # a line, a valley, or a NaN sample: no maximum to move to
         return 0.0
     offset = 0.5 * (before - after) / curvature
     return float(np.clip(offset, -0.5, 0.5))

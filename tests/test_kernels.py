@@ -6,12 +6,14 @@ The chain glue below calls the kernels in the order and with the arguments Botto
 """
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import numpy as np
 import pytest
 
 import kernels
+import kernels.cuda as cuda_kernels  # importing needs no GPU: its kernels run only where device_available()
 from kernels.reference import (
     ReferencePerson,
     reference_assign,
@@ -33,8 +35,11 @@ from maps import (
 )
 from pipeline.bottomup import ParseConfig
 
-# Kernel implementations that must all agree with the reference; the CUDA twins join as "numba-cuda".
+# Kernel implementations that must all agree with the reference. The CUDA twins join on a GPU, or in Numba's
+# CUDA simulator (NUMBA_ENABLE_CUDASIM=1 before numba is imported: tests/test_cuda_simulator.py runs them so).
 KERNEL_BACKENDS: dict[str, ModuleType] = {"numba-cpu": kernels}
+if cuda_kernels.device_available():
+    KERNEL_BACKENDS["numba-cuda"] = cuda_kernels
 POSITION_TOLERANCE = 0.25  # map px from the true sub-pixel position, for the hand-made scenes
 PARITY_POSITION_TOLERANCE = 1e-3  # map px, kernel vs reference
 PARITY_SCORE_TOLERANCE = 1e-5
@@ -42,6 +47,10 @@ PARITY_SCORE_TOLERANCE = 1e-5
 
 @pytest.fixture(params=sorted(KERNEL_BACKENDS))
 def backend(request) -> ModuleType:
+    if (request.param == "numba-cuda" and cuda_kernels.simulated()
+            and request.node.get_closest_marker("slow_in_cuda_simulator")
+            and not os.environ.get("POSESTREAM_SLOW_CUDA_SIMULATION")):
+        pytest.skip("minutes in the CUDA simulator; tests/test_kernels_cuda.py checks parity on small maps there")
     return KERNEL_BACKENDS[request.param]
 
 
@@ -161,6 +170,27 @@ def test_find_peaks_nan_is_never_a_peak_and_suppresses_nothing(backend):
     peaks, scores = found_peaks(backend, heatmaps)
     assert peaks == [(2, 2), (8, 8)] and scores == pytest.approx([0.9, 0.7])
     assert reference_find_peaks(heatmaps, 1, 0.1, 1, 16)[1][0, 0, :2].tolist() == [[2, 2], [8, 8]]
+
+
+def test_refine_peaks_skips_the_fit_next_to_a_nan(backend):
+    heatmap = np.zeros((9, 9), np.float32)
+    heatmap[4, 3:6] = (0.5, 0.9, 0.7)
+    heatmap[3:6, 4] = (0.6, 0.9, 0.6)
+    heatmap[4, 5] = np.nan  # the right neighbour: no fit along x, the y fit still runs
+    x, y = refined_position(backend, heatmap, 4, 4)
+    assert x == 4.0 and y == pytest.approx(4.0)
+
+
+def test_refine_peaks_reads_only_the_batch_when_buffers_hold_more_frames(backend):
+    heatmaps = single_channel_maps({(5, 5): 0.9})
+    buffers = kernels.allocate_parse_buffers(4, 1, 0, 8, 4)
+    buffers.peak_counts[:] = 3  # stale counts in frames 1..3 must not be read: those maps do not exist
+    buffers.peak_counts[0] = 1
+    buffers.peaks[0, 0, 0] = (5, 5)
+    buffers.refined[1:] = 7.0
+    backend.refine_peaks(heatmaps, buffers.peak_counts, buffers.peaks, buffers.refined)
+    assert buffers.refined[0, 0, 0].tolist() == [5.0, 5.0]
+    assert (buffers.refined[1:] == 7.0).all()
 
 
 def test_assign_leaves_no_stale_matches_past_the_count(backend):
@@ -466,6 +496,7 @@ def random_batch(seed: int) -> tuple[np.ndarray, np.ndarray, list[list[Person]]]
     return np.stack([h for h, _ in frames]), np.stack([p for _, p in frames]), scenes
 
 
+@pytest.mark.slow_in_cuda_simulator
 @pytest.mark.parametrize("case", sorted(PARITY_CASES))
 @pytest.mark.parametrize("seed", PARITY_SEEDS)
 def test_kernels_match_the_reference_on_random_maps(backend, seed, case):
