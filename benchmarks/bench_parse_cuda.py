@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the synthetic map renderer the tests 
 import kernels  # noqa: E402
 import kernels.cuda as cuda_kernels  # noqa: E402
 from kernels import ParseConfig  # noqa: E402
-from maps import HPE_0001, STANDING_POSE, add_noise, render_maps  # noqa: E402
+from bench_parse import synthetic_batch  # noqa: E402  (the same synthetic scenes as the CPU benchmark)
+from maps import HPE_0001  # noqa: E402
 
 TARGET_BATCH_MS = 2.0
 TARGET_BYTES_PER_FRAME = 64 * 1024
@@ -38,33 +39,6 @@ TARGET_BYTES_PER_FRAME = 64 * 1024
 
 class NoDevice(RuntimeError):
     pass
-
-
-def grid_people(count: int, height: int, width: int, rng: np.random.Generator) -> list[dict]:
-    """``count`` standing people on a jittered grid that fits the map, so each one is parseable."""
-    columns = min(count, 10)
-    rows = -(-count // columns)
-    cell_w, cell_h = width / columns, height / rows
-    scale = min(cell_h / 30.0, cell_w / 12.0, 1.2)
-    people = []
-    for i in range(count):
-        cx = (i % columns + 0.5) * cell_w + rng.uniform(-0.5, 0.5)
-        cy = (i // columns + 0.5) * cell_h + rng.uniform(-0.5, 0.5)
-        people.append({HPE_0001.index(name): (cx + scale * dx, cy + scale * (dy + 0.5))
-                       for name, (dx, dy) in STANDING_POSE.items()})
-    return people
-
-
-def synthetic_batch(frames: int, people: int, height: int, width: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    heatmaps, pafs = [], []
-    for _ in range(frames):
-        heat, paf = render_maps(grid_people(people, height, width, rng), height=height, width=width,
-                                sigma=max(0.8, min(1.5, height / 40)))
-        heat, paf = add_noise(heat, paf, rng, level=0.02, spurious_blobs=2)
-        heatmaps.append(heat)
-        pafs.append(paf)
-    return np.ascontiguousarray(np.stack(heatmaps)), np.ascontiguousarray(np.stack(pafs))
 
 
 def cuda_benchmark(frames: int = 64, people: int = 10, height: int = 46, width: int = 82, repeats: int = 50,
@@ -77,7 +51,7 @@ def cuda_benchmark(frames: int = 64, people: int = 10, height: int = 46, width: 
                        "for a smoke run)")
     if not cuda_kernels.device_available():
         raise NoDevice("no CUDA GPU here (numba.cuda.is_available() is False): this benchmark needs one")
-    heatmaps, pafs = synthetic_batch(frames, people, height, width)
+    heatmaps, pafs = synthetic_batch(people, height, width, frames)
     tables = HPE_0001
     stream = cuda.stream()
     device_tables = cuda_kernels.tables_on_device(tables, stream=stream)

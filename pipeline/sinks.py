@@ -11,13 +11,13 @@ import sys
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Mapping
 
 import av
 import cv2
 import numpy as np
 
+from pipeline.closing import Closing
 from pipeline.errors import PosestreamError
 from pipeline.skeleton import COCO17_NAMES, COCO17_SKELETON
 from pipeline.types import Frame, Person
@@ -198,7 +198,7 @@ def frame_record(frame: Frame, persons: list[Person]) -> dict:
     }
 
 
-class JsonlSink:
+class JsonlSink(Closing):
     """Writes one JSON object per frame and line; ``"-"`` writes to stdout. Flushed after every line."""
 
     def __init__(self, path: str | Path) -> None:
@@ -236,17 +236,6 @@ class JsonlSink:
         except OSError as error:
             raise PosestreamError(self.path, f"cannot write: {_reason(error)}") from error
 
-    def __enter__(self) -> JsonlSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def pick_video_encoder() -> str:
     """libx264 where PyAV's bundled FFmpeg has it (the PyPI wheels do), else FFmpeg's own MPEG-4 part 2."""
@@ -261,7 +250,7 @@ def _even(value: int) -> int:
     return value + (value % 2)
 
 
-class VideoSink:
+class VideoSink(Closing):
     """An overlay video written with PyAV: H.264 (libx264) or MPEG-4, yuv420p.
 
     yuv420p needs even sizes, so an odd width or height is padded by one replicated pixel.
@@ -339,19 +328,8 @@ class VideoSink:
             except (av.FFmpegError, OSError) as error:
                 raise PosestreamError(self.path, f"cannot write video: {_reason(error)}") from error
 
-    def __enter__(self) -> VideoSink:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class ImageSink:
+class ImageSink(Closing):
     """Annotated images for image inputs: ``<directory>/<original stem>.jpg``; creates the directory.
 
     Two inputs with the same stem (a.png, a.jpg) write the same output; the later one wins.
@@ -382,13 +360,3 @@ class ImageSink:
     def close(self) -> None:
         """Nothing to flush: each image is complete when written. Present so all sinks close alike."""
 
-    def __enter__(self) -> ImageSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

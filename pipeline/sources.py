@@ -13,12 +13,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import av
 import cv2
 import numpy as np
 
+from pipeline.closing import Closing
 from pipeline.errors import PosestreamError
 from pipeline.types import Frame
 
@@ -62,7 +62,7 @@ class SourceStats:
     last_error: str | None = None
 
 
-class FrameSource:
+class FrameSource(Closing):
     """Base of all sources: iterable once, yields ``Frame``; closes on ``close()`` or ``with``."""
 
     kind: str
@@ -106,16 +106,6 @@ class FrameSource:
     def close(self) -> None:
         """Release the underlying file or connection; safe to call more than once."""
 
-    def __enter__(self) -> FrameSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, kind={self.kind!r}, stream={self.stream})"
