@@ -45,6 +45,7 @@ class StreamReport:
     source: str
     frames: int = 0
     skipped_corrupt: int = 0
+    skipped_out_of_order: int = 0  # frames the decoder released late after corrupt data (pts going back)
     people: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -117,6 +118,7 @@ def _run_stream(source: FrameSource, config: RunConfig, estimate: Estimate, json
                 break
     finally:
         report.skipped_corrupt = source.stats.skipped_corrupt
+        report.skipped_out_of_order = source.stats.skipped_out_of_order
         report.tracks = tracker.ids_issued if tracker is not None else None
         report.seconds = time.perf_counter() - started
         bar.close()
@@ -155,7 +157,8 @@ def print_summary(reports: list[StreamReport], timing: dict[str, float], out: Te
             continue
         fps = r.frames / r.seconds if r.seconds > 0 else 0.0
         tracks = f", {r.tracks} tracks" if r.tracks is not None else ""
-        print(f"stream {r.stream} {r.source}: {r.frames} frames, {r.skipped_corrupt} corrupt frames skipped, "
+        late = f", {r.skipped_out_of_order} out-of-order frames dropped" if r.skipped_out_of_order else ""
+        print(f"stream {r.stream} {r.source}: {r.frames} frames, {r.skipped_corrupt} corrupt frames skipped{late}, "
               f"{r.people} people{tracks}, {fps:.1f} frames/s", file=out)
     if timing.get("frames"):
         print(f"inference {timing['inference_ms_per_frame']:.2f} ms/frame, "

@@ -555,3 +555,25 @@ def test_models_lists_hpe_0001_when_weights_are_absent(capsys, monkeypatch, tmp_
     assert code == 0
     rows = dict(line.split("\t", 1) for line in out.splitlines())
     assert rows["hpe-0001"].startswith("unavailable: ")
+
+
+def test_run_on_a_video_with_corrupt_packets_reports_every_skipped_frame(capsys, tiny_model, tmp_path):
+    """Corruption mid-file is not fatal, and every frame not delivered is counted in the summary."""
+    from test_sources import SQUARE_VIDEO_FRAMES, damage, mp4_box_span, write_moving_square_mp4
+
+    clean = tmp_path / "square.mp4"
+    write_moving_square_mp4(clean)
+    data = clean.read_bytes()
+    start, end = mp4_box_span(data, b"mdat")
+    corrupt = tmp_path / "square-corrupt.mp4"
+    corrupt.write_bytes(damage(data, start + int(0.4 * (end - start)), 512))
+    jsonl = tmp_path / "out.jsonl"
+    code, _, stderr = cli(capsys, "run", corrupt, "--model", tiny_model, "--out-jsonl", jsonl, "--no-progress")
+    assert code == 0 and error_lines(stderr) == []
+    summary = next(line for line in stderr.splitlines() if line.startswith("stream 0 "))
+    delivered = len(jsonl.read_text().splitlines())
+    skipped = int(summary.split(" corrupt frames skipped")[0].rsplit(", ", 1)[1])
+    late = int(summary.split(" out-of-order frames dropped")[0].rsplit(", ", 1)[1]) if "out-of-order" in summary else 0
+    assert f": {delivered} frames," in summary
+    assert skipped > 0
+    assert delivered < SQUARE_VIDEO_FRAMES and delivered + skipped + late <= SQUARE_VIDEO_FRAMES
