@@ -21,7 +21,7 @@ import pytest
 
 import pipeline.run
 from pipeline.cli import main
-from tiny_pose import HPE_IR_RELATIVE, make_tiny_pose_onnx, tiny_sidecar_data, write_json
+from tiny_pose import HPE_IR_RELATIVE, tiny_sidecar_data, write_json
 
 VTEST = "data/video/vtest.avi"
 VTEST_W, VTEST_H = 768, 576
@@ -101,15 +101,6 @@ def write_test_images(folder: Path, count: int = 2) -> list[Path]:
         assert cv2.imwrite(str(path), image)
         paths.append(path)
     return paths
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """tests/tiny_pose.py's ONNX network with its sidecar beside it: runs on ONNX Runtime without ../shared."""
-    folder = tmp_path_factory.mktemp("tiny_model")
-    onnx_path = make_tiny_pose_onnx(folder / "tiny.onnx")
-    write_json(folder / "tiny.pose.json", tiny_sidecar_data("tiny.onnx"))
-    return onnx_path
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -42,15 +42,6 @@ from tiny_pose import (
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A folder with tiny.onnx and tiny.pose.json beside it (relative "model" path); returns the .onnx path."""
-    folder = tmp_path_factory.mktemp("tiny_model")
-    onnx_path = make_tiny_pose_onnx(folder / "tiny.onnx")
-    write_json(folder / "tiny.pose.json", tiny_sidecar_data("tiny.onnx"))
-    return onnx_path
-
-
-@pytest.fixture(scope="module")
 def tiny_batches() -> dict[int, np.ndarray]:
     rng = np.random.default_rng(99)
     return {n: rng.uniform(-0.5, 0.5, (n, 3, TINY_HEIGHT, TINY_WIDTH)).astype(np.float32) for n in (1, 3)}
