@@ -13,7 +13,7 @@ from pipeline.backends import Backend
 from pipeline.model import ModelSpec
 from pipeline.preprocess import Letterbox, fill_input, plan_letterbox
 from pipeline.skeleton import coco17_index_map
-from pipeline.types import Person
+from pipeline.types import Person, boxes_around_keypoints
 
 
 @dataclass(frozen=True)
@@ -129,16 +129,10 @@ class BottomUpEstimator:
         keypoints = np.zeros((count, len(model_index), 3), np.float32)
         keypoints[..., :2] = np.where(found[..., None], image_xy, 0.0)
         keypoints[..., 2] = np.where(found, confidence, 0.0)
-        people = []
-        for p in range(count):
-            present = keypoints[p, found[p]]
-            if len(present) == 0:
-                continue  # only the neck was found: nothing to report in COCO-17
-            x0, y0 = present[:, :2].min(axis=0)
-            x1, y1 = present[:, :2].max(axis=0)
-            people.append(Person(score=float(buffers.person_scores[n, p]), keypoints=keypoints[p],
-                                 bbox=(float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
-        return people
+        boxes = boxes_around_keypoints(keypoints, fallback=np.zeros((count, 4)))
+        return [Person(score=float(buffers.person_scores[n, p]), keypoints=keypoints[p],
+                       bbox=tuple(float(v) for v in boxes[p]))
+                for p in range(count) if found[p].any()]  # a person of only a neck is nothing in COCO-17
 
 
 def _upsample(maps: np.ndarray, factor: int) -> np.ndarray:

@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import scipy.io
 from pycocotools.coco import COCO
@@ -42,6 +41,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from pipeline.errors import PosestreamError
+from pipeline.sources import read_image
 from pipeline.skeleton import COCO17_NAMES
 from pipeline.types import Person
 
@@ -130,7 +130,7 @@ def _check_batching(owner: str, batch_size: int, max_images: int | None) -> None
 
 
 def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = read_image(path)
     if image is None:
         raise PosestreamError(str(path), "could not be read as an image")
     return image

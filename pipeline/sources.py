@@ -206,7 +206,7 @@ class VideoSource(FrameSource):
             self._container.close()
 
 
-def _read_image(path: Path) -> np.ndarray | None:
+def read_image(path: Path) -> np.ndarray | None:
     """BGR uint8 HxWx3 (grey and alpha images converted), or None if the file is not a readable image."""
     try:
         data = np.fromfile(path, dtype=np.uint8)  # fromfile + imdecode also handles non-ASCII paths
@@ -230,7 +230,7 @@ class ImageSource(FrameSource):
         self.fps = None
         self.frame_count = self._capped(1)
         # Read now so that a bad image fails at open time, before any model is loaded.
-        self._image = _read_image(Path(spec))
+        self._image = read_image(Path(spec))
         if self._image is None:
             raise PosestreamError(spec, "not a readable image")
 
@@ -269,7 +269,7 @@ class ImageFolderSource(FrameSource):
         for path in self.paths:
             if self._limit_reached():
                 return
-            image = _read_image(path)
+            image = read_image(path)
             if image is None:
                 self.stats.skipped_corrupt += 1
                 self.stats.last_error = f"{path}: not a readable image"

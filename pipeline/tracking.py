@@ -43,7 +43,7 @@ from scipy.optimize import linear_sum_assignment
 
 from pipeline import tracking_math
 from pipeline.skeleton import COCO17_NAMES, COCO17_SIGMAS
-from pipeline.types import Person
+from pipeline.types import Person, boxes_around_keypoints
 
 FREE, TENTATIVE, CONFIRMED, LOST = 0, 1, 2, 3
 STATE_NAMES = ("free", "tentative", "confirmed", "lost")  # indexed by state
@@ -151,21 +151,6 @@ def _without(indices: np.ndarray, positions: np.ndarray) -> np.ndarray:
     keep = np.ones(indices.size, bool)
     keep[positions] = False
     return indices[keep]
-
-
-def boxes_around_keypoints(keypoints: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """N x 4 (x, y, w, h) around each person's found keypoints; ``fallback`` rows where none is found."""
-    found = keypoints[:, :, 2] > 0
-    xs = keypoints[:, :, 0]
-    ys = keypoints[:, :, 1]
-    x0 = np.where(found, xs, np.inf).min(axis=1)
-    y0 = np.where(found, ys, np.inf).min(axis=1)
-    x1 = np.where(found, xs, -np.inf).max(axis=1)
-    y1 = np.where(found, ys, -np.inf).max(axis=1)
-    boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
-    none_found = ~found.any(axis=1)
-    boxes[none_found] = fallback[none_found]
-    return boxes
 
 
 class PoseTracker:

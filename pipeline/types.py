@@ -36,3 +36,18 @@ class Person:
     keypoints: np.ndarray
     bbox: tuple[float, float, float, float]
     track_id: int | None = None
+
+
+def boxes_around_keypoints(keypoints: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """N x 4 (x, y, w, h) around each person's found keypoints; ``fallback`` rows where none is found."""
+    found = keypoints[:, :, 2] > 0
+    xs = keypoints[:, :, 0]
+    ys = keypoints[:, :, 1]
+    x0 = np.where(found, xs, np.inf).min(axis=1)
+    y0 = np.where(found, ys, np.inf).min(axis=1)
+    x1 = np.where(found, xs, -np.inf).max(axis=1)
+    y1 = np.where(found, ys, -np.inf).max(axis=1)
+    boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+    none_found = ~found.any(axis=1)
+    boxes[none_found] = fallback[none_found]
+    return boxes
