@@ -48,6 +48,16 @@ def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, p
                     value = heatmap[y, x]
                     if not value >= threshold:  # written so that NaN is skipped too
                         continue
+                    if window == 1 and 0 < y < height - 1 and 0 < x < width - 1:
+                        # The common case, unrolled: the 8 neighbours, raster order decides ties. Written
+                        # with "not" so that a NaN neighbour suppresses nothing, as in the general loop.
+                        is_peak = (not heatmap[y - 1, x - 1] >= value and not heatmap[y - 1, x] >= value
+                                   and not heatmap[y - 1, x + 1] >= value and not heatmap[y, x - 1] >= value
+                                   and not heatmap[y, x + 1] > value and not heatmap[y + 1, x - 1] > value
+                                   and not heatmap[y + 1, x] > value and not heatmap[y + 1, x + 1] > value)
+                        if is_peak:
+                            count = _insert_peak(peak_scores[n, k], peaks[n, k], count, capacity, value, y, x)
+                        continue
                     is_peak = True
                     for yy in range(max(0, y - window), min(height, y + window + 1)):
                         for xx in range(max(0, x - window), min(width, x + window + 1)):
