@@ -1,6 +1,8 @@
 """Parse kernels: pure functions over arrays, preallocated outputs plus counts, fixed capacities.
 
 The chain is trt_pose's: find_peaks -> refine_peaks -> paf_score_graph -> assign -> connect_parts.
+refine_peaks_centroid is the weighted-centroid alternative to the parabola fit; softargmax reads one
+keypoint per map (single-person heatmaps; trainers/soft_argmax.py is its differentiable torch twin).
 Every function is batched over frames and writes into arrays the caller allocated once
 (``allocate_parse_buffers``), so the hot path allocates nothing and holds no Python objects.
 
@@ -21,9 +23,9 @@ indices, refined peaks are float (x, y). "Missing" is -1 for indices and 0 for s
 from kernels.assemble import allocate_parse_buffers, assign, connect_parts, ParseBuffers
 from kernels.chain import ParseConfig, SkeletonTables, parse_maps
 from kernels.paf import paf_score_graph
-from kernels.peaks import find_peaks, refine_peaks
+from kernels.peaks import find_peaks, refine_peaks, refine_peaks_centroid, softargmax
 
 __all__ = [
     "ParseBuffers", "ParseConfig", "SkeletonTables", "allocate_parse_buffers", "assign", "connect_parts",
-    "find_peaks", "paf_score_graph", "parse_maps", "refine_peaks",
+    "find_peaks", "paf_score_graph", "parse_maps", "refine_peaks", "refine_peaks_centroid", "softargmax",
 ]

@@ -13,6 +13,8 @@ from kernels.assemble import ParseBuffers
 class ParseConfig:
     peak_threshold: float = 0.1  # heatmap value a keypoint needs
     peak_window: int = 1  # NMS window radius in map pixels: a (2w+1)^2 neighbourhood
+    refine: str = "parabola"  # sub-pixel refinement: "parabola" (per axis) or "centroid" (weighted)
+    refine_window: int = 1  # the centroid's neighbourhood radius in map pixels
     upsample: int = 1  # the caller resizes maps by this factor (bicubic) before the parse; 1 = at the stride
     paf_samples: int = 10  # S
     paf_min_sample_score: float = 0.05
@@ -22,6 +24,10 @@ class ParseConfig:
     min_mean_score: float = 0.2  # per-keypoint mean of the person's total, below which it is dropped
     max_peaks: int = 32  # M
     max_people: int = 64  # P
+
+    def __post_init__(self) -> None:
+        if self.refine not in ("parabola", "centroid"):
+            raise ValueError(f"ParseConfig.refine must be 'parabola' or 'centroid', got {self.refine!r}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,11 @@ def parse_maps(heatmaps, pafs, tables: SkeletonTables, config: ParseConfig, buff
     frames = heatmaps.shape[0]
     ops.find_peaks(heatmaps, tables.num_keypoints, config.peak_threshold, config.peak_window,
                    buffers.peak_counts, buffers.peaks, buffers.peak_scores)
-    ops.refine_peaks(heatmaps, buffers.peak_counts, buffers.peaks, buffers.refined)
+    if config.refine == "centroid":
+        ops.refine_peaks_centroid(heatmaps, buffers.peak_counts, buffers.peaks, config.refine_window,
+                                  buffers.refined)
+    else:
+        ops.refine_peaks(heatmaps, buffers.peak_counts, buffers.peaks, buffers.refined)
     ops.paf_score_graph(pafs, tables.limbs, tables.paf_channels, buffers.peak_counts, buffers.refined,
                         config.paf_samples, config.paf_min_sample_score, config.paf_min_sample_fraction,
                         config.paf_length_prior, buffers.limb_scores)

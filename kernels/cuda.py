@@ -61,7 +61,8 @@ __all__ = [
     "CANDIDATE_CAPACITY", "MAX_ASSIGN_PEAKS", "DeviceParseBuffers", "DeviceTables", "ParseBuffers",
     "ParseTransfer", "allocate_device_parse_buffers", "allocate_parse_buffers", "as_device_array", "assign",
     "connect_parts", "device_available", "find_peaks", "host_bytes_per_frame", "paf_score_graph",
-    "parse_on_device", "refine_peaks", "simulated", "tables_on_device", "upsample", "wrap_device_pointer",
+    "parse_on_device", "refine_peaks", "refine_peaks_centroid", "simulated", "softargmax", "tables_on_device",
+    "upsample", "wrap_device_pointer",
 ]
 
 # Peaks one find_peaks block can collect in shared memory (8 KB). A 3x3 window admits at most one peak per 2x2
@@ -373,6 +374,79 @@ def _refine_peaks_kernel(heatmaps, frames, peak_counts, peaks, refined):
 
 
 @cuda.jit(cache=True)
+def _refine_centroid_kernel(heatmaps, frames, peak_counts, peaks, window, refined):
+    """One thread per (frame, keypoint, peak slot)."""
+    index = cuda.grid(1)
+    n_keypoints = peaks.shape[1]
+    capacity = peaks.shape[2]
+    if index >= frames * n_keypoints * capacity:
+        return
+    m = index % capacity
+    k = (index // capacity) % n_keypoints
+    n = index // (capacity * n_keypoints)
+    if m >= peak_counts[n, k]:
+        refined[n, k, m, 0] = -1.0
+        refined[n, k, m, 1] = -1.0
+        return
+    height = heatmaps.shape[2]
+    width = heatmaps.shape[3]
+    y = peaks[n, k, m, 0]
+    x = peaks[n, k, m, 1]
+    weight = 0.0
+    sum_x = 0.0
+    sum_y = 0.0
+    for yy in range(_max(0, y - window), _min(height, y + window + 1)):
+        for xx in range(_max(0, x - window), _min(width, x + window + 1)):
+            value = heatmaps[n, k, yy, xx]
+            if value > 0.0 and value < math.inf:
+                weight += value
+                sum_x += value * xx
+                sum_y += value * yy
+    if weight > 0.0:
+        refined[n, k, m, 0] = sum_x / weight
+        refined[n, k, m, 1] = sum_y / weight
+    else:
+        refined[n, k, m, 0] = x
+        refined[n, k, m, 1] = y
+
+
+@cuda.jit(cache=True)
+def _softargmax_kernel(heatmaps, num_keypoints, beta, keypoints):
+    """One thread per (frame, keypoint): single-person maps are small, two passes over one map suffice."""
+    index = cuda.grid(1)
+    if index >= heatmaps.shape[0] * num_keypoints:
+        return
+    k = index % num_keypoints
+    n = index // num_keypoints
+    height = heatmaps.shape[2]
+    width = heatmaps.shape[3]
+    peak = -math.inf
+    for y in range(height):
+        for x in range(width):
+            if heatmaps[n, k, y, x] > peak:
+                peak = heatmaps[n, k, y, x]
+    if not peak > -math.inf:
+        keypoints[n, k, 0] = -1.0
+        keypoints[n, k, 1] = -1.0
+        keypoints[n, k, 2] = 0.0
+        return
+    weight = 0.0
+    sum_x = 0.0
+    sum_y = 0.0
+    for y in range(height):
+        for x in range(width):
+            value = heatmaps[n, k, y, x]
+            if value == value:
+                w = math.exp(beta * (value - peak))
+                weight += w
+                sum_x += w * x
+                sum_y += w * y
+    keypoints[n, k, 0] = sum_x / weight
+    keypoints[n, k, 1] = sum_y / weight
+    keypoints[n, k, 2] = peak
+
+
+@cuda.jit(cache=True)
 def _paf_score_graph_kernel(pafs, limbs, paf_channels, peak_counts, refined, num_samples, min_sample_score,
                             min_sample_fraction, length_prior, scores):
     """One block per (limb, frame): blockIdx.x = l, blockIdx.y = n; threads over the M x M candidates."""
@@ -647,6 +721,36 @@ def refine_peaks(heatmaps, peak_counts, peaks, refined, *, stream=None):
     args.finish()
 
 
+def refine_peaks_centroid(heatmaps, peak_counts, peaks, window, refined, *, stream=None):
+    """CUDA twin of kernels.peaks.refine_peaks_centroid; frames past the heatmaps' batch are left untouched."""
+    stream = _resolve_stream(stream)
+    args = _Arguments(stream)
+    heatmaps_device = args.read(heatmaps)
+    counts_device, peaks_device = args.read(peak_counts), args.read(peaks)
+    refined_device = args.write(refined)
+    frames = min(heatmaps_device.shape[0], peaks_device.shape[0])
+    total = frames * peaks_device.shape[1] * peaks_device.shape[2]
+    if total:
+        threads = _threads_per_block()
+        _refine_centroid_kernel[_blocks(total, threads), threads, stream](
+            heatmaps_device, frames, counts_device, peaks_device, int(window), refined_device)
+    args.finish()
+
+
+def softargmax(heatmaps, num_keypoints, beta, keypoints, *, stream=None):
+    """CUDA twin of kernels.peaks.softargmax (same arguments, same results); see its docstring."""
+    stream = _resolve_stream(stream)
+    args = _Arguments(stream)
+    heatmaps_device = args.read(heatmaps)
+    keypoints_device = args.write(keypoints)
+    total = heatmaps_device.shape[0] * int(num_keypoints)
+    if total:
+        threads = _threads_per_block()
+        _softargmax_kernel[_blocks(total, threads), threads, stream](
+            heatmaps_device, int(num_keypoints), float(beta), keypoints_device)
+    args.finish()
+
+
 def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples, min_sample_score,
                     min_sample_fraction, length_prior, scores, *, stream=None):
     """CUDA twin of kernels.paf.paf_score_graph (same arguments, same results); see its docstring."""
@@ -851,7 +955,10 @@ def parse_on_device(heatmaps, pafs, tables: SkeletonTables | DeviceTables, confi
         buffers.match_scores)
     find_peaks(heatmaps, skeleton.num_keypoints, config.peak_threshold, config.peak_window, counts, peaks,
                peak_scores, stream=stream)
-    refine_peaks(heatmaps, counts, peaks, refined, stream=stream)
+    if config.refine == "centroid":
+        refine_peaks_centroid(heatmaps, counts, peaks, config.refine_window, refined, stream=stream)
+    else:
+        refine_peaks(heatmaps, counts, peaks, refined, stream=stream)
     paf_score_graph(pafs, tables.limbs, tables.paf_channels, counts, refined, config.paf_samples,
                     config.paf_min_sample_score, config.paf_min_sample_fraction, config.paf_length_prior,
                     limb_scores, stream=stream)

@@ -1,6 +1,8 @@
 """Peak finding and sub-pixel refinement on heatmaps (Numba CPU; the CUDA twins share these signatures)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -118,3 +120,85 @@ def refine_peaks(heatmaps, peak_counts, peaks, refined):
                     dy = _parabola_offset(heatmap[y - 1, x], centre, heatmap[y + 1, x])
                 refined[n, k, m, 0] = x + dx
                 refined[n, k, m, 1] = y + dy
+
+
+@njit(nogil=True, cache=True)
+def refine_peaks_centroid(heatmaps, peak_counts, peaks, window, refined):
+    """Sub-pixel peak positions as the heatmap-weighted centroid of the (2*window+1)^2 neighbourhood.
+
+    The alternative to ``refine_peaks`` for flat-topped or noisy peaks. Only positive, finite values weigh
+    in; the window is clipped at the map border; with no positive weight the integer position is kept.
+    refined: N x K x M x 2 float32 (out) -- (x, y); entries past the count are -1.
+    """
+    n_frames = heatmaps.shape[0]
+    n_keypoints, capacity = peaks.shape[1], peaks.shape[2]
+    height = heatmaps.shape[2]
+    width = heatmaps.shape[3]
+    for n in range(n_frames):
+        for k in range(n_keypoints):
+            heatmap = heatmaps[n, k]
+            for m in range(capacity):
+                if m >= peak_counts[n, k]:
+                    refined[n, k, m, 0] = -1.0
+                    refined[n, k, m, 1] = -1.0
+                    continue
+                y = peaks[n, k, m, 0]
+                x = peaks[n, k, m, 1]
+                weight = 0.0
+                sum_x = 0.0
+                sum_y = 0.0
+                for yy in range(max(0, y - window), min(height, y + window + 1)):
+                    for xx in range(max(0, x - window), min(width, x + window + 1)):
+                        value = heatmap[yy, xx]
+                        if value > 0.0 and value < np.inf:  # NaN and infinities carry no position
+                            weight += value
+                            sum_x += value * xx
+                            sum_y += value * yy
+                if weight > 0.0:
+                    refined[n, k, m, 0] = sum_x / weight
+                    refined[n, k, m, 1] = sum_y / weight
+                else:
+                    refined[n, k, m, 0] = x
+                    refined[n, k, m, 1] = y
+
+
+@njit(nogil=True, cache=True)
+def softargmax(heatmaps, num_keypoints, beta, keypoints):
+    """One keypoint per map: the expected position under softmax(beta * heatmap), for single-person maps.
+
+    heatmaps: N x C x H x W (channels 0..K-1 read); keypoints: N x K x 3 float32 (out) -- (x, y, the map's
+    maximum as confidence). Smooth in the map values, so the same formula trains through gradients
+    (trainers/soft_argmax.py is its torch twin); large beta approaches argmax. NaN pixels are ignored; a map
+    of NaN only gives (-1, -1, 0). Maps must not hold infinities.
+    """
+    n_frames = heatmaps.shape[0]
+    height = heatmaps.shape[2]
+    width = heatmaps.shape[3]
+    for n in range(n_frames):
+        for k in range(num_keypoints):
+            heatmap = heatmaps[n, k]
+            peak = -np.inf
+            for y in range(height):
+                for x in range(width):
+                    if heatmap[y, x] > peak:
+                        peak = heatmap[y, x]
+            if not peak > -np.inf:
+                keypoints[n, k, 0] = -1.0
+                keypoints[n, k, 1] = -1.0
+                keypoints[n, k, 2] = 0.0
+                continue
+            weight = 0.0
+            sum_x = 0.0
+            sum_y = 0.0
+            for y in range(height):
+                for x in range(width):
+                    value = heatmap[y, x]
+                    if value == value:  # not NaN
+                        # Shifted by the maximum so exp never overflows.
+                        w = math.exp(beta * (value - peak))
+                        weight += w
+                        sum_x += w * x
+                        sum_y += w * y
+            keypoints[n, k, 0] = sum_x / weight
+            keypoints[n, k, 1] = sum_y / weight
+            keypoints[n, k, 2] = peak

@@ -109,6 +109,45 @@ def reference_refine_peaks(heatmaps, peak_counts, peaks):
     return refined
 
 
+def reference_refine_peaks_centroid(heatmaps, peak_counts, peaks, window: int):
+    """-> refined N x K x M x 2 float32: the weighted centroid of the positive, finite values near each peak."""
+    n_frames, n_keypoints, max_peaks = peaks.shape[:3]
+    height, width = heatmaps.shape[2], heatmaps.shape[3]
+    refined = np.full((n_frames, n_keypoints, max_peaks, 2), -1.0, np.float32)
+    for n in range(n_frames):
+        for k in range(n_keypoints):
+            for m in range(peak_counts[n, k]):
+                y, x = int(peaks[n, k, m, 0]), int(peaks[n, k, m, 1])
+                y0, y1 = max(0, y - window), min(height, y + window + 1)
+                x0, x1 = max(0, x - window), min(width, x + window + 1)
+                patch = np.asarray(heatmaps[n, k, y0:y1, x0:x1], np.float64)
+                weights = np.where(np.isfinite(patch) & (patch > 0), patch, 0.0)
+                if weights.sum() > 0:
+                    ys, xs = np.mgrid[y0:y1, x0:x1]
+                    refined[n, k, m] = ((weights * xs).sum() / weights.sum(), (weights * ys).sum() / weights.sum())
+                else:
+                    refined[n, k, m] = (x, y)
+    return refined
+
+
+def reference_softargmax(heatmaps, num_keypoints: int, beta: float):
+    """-> N x K x 3 float32 (x, y, maximum): positions under softmax(beta * map), NaN ignored."""
+    n_frames, _, height, width = heatmaps.shape
+    out = np.zeros((n_frames, num_keypoints, 3), np.float32)
+    ys, xs = np.mgrid[0:height, 0:width]
+    for n in range(n_frames):
+        for k in range(num_keypoints):
+            heat = np.asarray(heatmaps[n, k], np.float64)
+            finite = ~np.isnan(heat)
+            if not finite.any():
+                out[n, k] = (-1.0, -1.0, 0.0)
+                continue
+            peak = heat[finite].max()
+            weights = np.where(finite, np.exp(beta * (np.where(finite, heat, peak) - peak)), 0.0)
+            out[n, k] = ((weights * xs).sum() / weights.sum(), (weights * ys).sum() / weights.sum(), peak)
+    return out
+
+
 def _bilinear(channel: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Bilinear samples at float (x, y), positions clamped onto the map first (edge pixels extend outwards)."""
     height, width = channel.shape

@@ -22,6 +22,8 @@ from kernels.reference import (
     reference_paf_score_graph,
     reference_parse,
     reference_refine_peaks,
+    reference_refine_peaks_centroid,
+    reference_softargmax,
 )
 from maps import (
     HPE_0001,
@@ -606,3 +608,76 @@ def test_assign_reaches_scipys_optimum_on_dense_contested_candidates(backend, se
     assert np.all(np.diff(match_scores[0, 0, :found]) <= 0)  # best first
     rows, cols = linear_sum_assignment(dense, maximize=True)
     assert match_scores[0, 0, :found].sum() == pytest.approx(dense[rows, cols].sum(), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The alternatives to the parabola fit: weighted centroid, and softargmax for single-person maps
+# ------------------------------------------------------------------------------------------------------------
+
+def gaussian_map(height: int, width: int, centres: list[tuple[float, float]], sigma: float = 1.2) -> np.ndarray:
+    ys, xs = np.mgrid[0:height, 0:width]
+    heat = np.zeros((height, width), np.float32)
+    for cx, cy in centres:
+        heat = np.maximum(heat, np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma ** 2)).astype(np.float32))
+    return heat
+
+
+@pytest.mark.parametrize("true_x, true_y", [(10.0, 8.0), (10.3, 8.2), (9.6, 7.7)])
+def test_refine_peaks_centroid_moves_towards_the_true_centre(backend, true_x, true_y):
+    heatmaps = gaussian_map(16, 20, [(true_x, true_y)])[None, None]
+    counts, peaks, scores = reference_find_peaks(heatmaps, 1, 0.1, 1, 4)
+    refined = np.zeros((1, 1, 4, 2), np.float32)
+    backend.refine_peaks_centroid(heatmaps, counts, peaks, 2, refined)
+    integer_error = np.hypot(peaks[0, 0, 0, 1] - true_x, peaks[0, 0, 0, 0] - true_y)
+    centroid_error = np.hypot(refined[0, 0, 0, 0] - true_x, refined[0, 0, 0, 1] - true_y)
+    assert centroid_error <= integer_error + 1e-4 and centroid_error < 0.15
+    assert (refined[0, 0, 1:] == -1).all()
+
+
+def test_refine_peaks_centroid_matches_the_reference_with_nan_and_borders(backend):
+    rng = np.random.default_rng(3)
+    heatmaps = rng.random((2, 3, 12, 15)).astype(np.float32)
+    heatmaps[0, 1, 0, :] = np.nan
+    heatmaps[1, 2, :, :] = -0.5  # no positive weight anywhere: the integer position stays
+    heatmaps[1, 2, 4, 6] = -0.1
+    counts, peaks, _ = reference_find_peaks(heatmaps, 3, -1.0, 1, 6)
+    refined = np.zeros((2, 3, 6, 2), np.float32)
+    backend.refine_peaks_centroid(heatmaps, counts, peaks, 1, refined)
+    expected = reference_refine_peaks_centroid(heatmaps, counts, peaks, 1)
+    np.testing.assert_allclose(refined, expected, atol=PARITY_POSITION_TOLERANCE)
+    assert refined[1, 2, 0].tolist() == [6.0, 4.0]
+
+
+def test_centroid_refinement_through_the_chain_finds_the_same_people(backend):
+    truth = [standing_person(15.2, 24.6), standing_person(40.7, 23.1, scale=0.9), standing_person(66.4, 25.3)]
+    heatmaps, pafs = render_batch([truth])
+    parabola = run_chain(backend, heatmaps, pafs, ParseConfig())
+    centroid = run_chain(backend, heatmaps, pafs, ParseConfig(refine="centroid", refine_window=2))
+    assert centroid.person_counts[0] == parabola.person_counts[0] == 3
+    np.testing.assert_array_equal(centroid.person_parts[0], parabola.person_parts[0])
+    assert_found_people_match_truth(kernel_people(centroid, 0), truth)
+
+
+def test_parse_config_rejects_an_unknown_refinement():
+    with pytest.raises(ValueError, match="refine"):
+        ParseConfig(refine="spline")
+
+
+def test_softargmax_finds_single_peaks_and_matches_the_reference(backend):
+    # Wide peaks and beta = 15: narrow enough to silence the background, wide enough to sample sub-pixel.
+    heatmaps = np.stack([gaussian_map(24, 32, [(7.3, 5.6)], sigma=3.0), gaussian_map(24, 32, [(25.0, 18.5)], sigma=3.0),
+                         np.full((24, 32), np.nan, np.float32)])[None]
+    heatmaps[0, 1, 0, 0] = np.nan
+    keypoints = np.zeros((1, 3, 3), np.float32)
+    backend.softargmax(heatmaps, 3, 15.0, keypoints)
+    np.testing.assert_allclose(keypoints[0, 0, :2], (7.3, 5.6), atol=0.05)
+    np.testing.assert_allclose(keypoints[0, 1, :2], (25.0, 18.5), atol=0.05)
+    assert keypoints[0, 2].tolist() == [-1.0, -1.0, 0.0]
+    np.testing.assert_allclose(keypoints, reference_softargmax(heatmaps, 3, 15.0), atol=1e-4)
+
+
+def test_softargmax_small_beta_drifts_to_the_map_centre(backend):
+    heatmaps = gaussian_map(10, 10, [(2.0, 2.0)])[None, None]
+    keypoints = np.zeros((1, 1, 3), np.float32)
+    backend.softargmax(heatmaps, 1, 1e-6, keypoints)
+    np.testing.assert_allclose(keypoints[0, 0, :2], (4.5, 4.5), atol=1e-3)
