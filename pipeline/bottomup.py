@@ -10,6 +10,7 @@ import numpy as np
 import kernels
 from kernels import ParseConfig, SkeletonTables  # noqa: F401  (ParseConfig is part of this module's API)
 from pipeline.backends import Backend
+from pipeline.errors import PosestreamError
 from pipeline.model import ModelSpec
 from pipeline.preprocess import Letterbox, fill_input, plan_letterbox
 from pipeline.skeleton import coco17_index_map
@@ -20,6 +21,9 @@ from pipeline.types import Person, boxes_around_keypoints
 class EstimatorConfig:
     input_height: int | None = None  # network input height for resizable models; None = sidecar's
     parse: ParseConfig = field(default_factory=ParseConfig)
+    # "cpu": maps come to the host and the Numba kernels parse them. "cuda": the backend's device outputs
+    # go straight into the CUDA kernels (kernels.cuda.parse_on_device) and only compact results come back.
+    parse_device: str = "cpu"
 
 
 @dataclass
@@ -50,6 +54,13 @@ class BottomUpEstimator:
         index_map = np.asarray(coco17_index_map(spec.keypoints), np.int64)
         self._coco_from_model = index_map
         self._buffers: kernels.ParseBuffers | None = None
+        self._device_buffers = None  # kernels.cuda.DeviceParseBuffers, for parse_device "cuda"
+        self._device_tables = None
+        if config.parse_device not in ("cpu", "cuda"):
+            raise PosestreamError("parse_device", f"must be 'cpu' or 'cuda', got {config.parse_device!r}")
+        if config.parse_device == "cuda" and not hasattr(backend, "infer_device"):
+            raise PosestreamError(backend.name, "cannot parse on the GPU: this backend's outputs are not on the "
+                                                "device (use the torch or tensorrt backend, or parse on the CPU)")
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -85,9 +96,14 @@ class BottomUpEstimator:
         for image, slot in zip(images, batch):
             fill_input(image, box, self.spec.input, slot)
         started = time.perf_counter()
-        heatmaps, pafs = self.backend.infer(batch)
-        inferred = time.perf_counter()
-        people = self.parse(heatmaps, pafs, box)
+        if self.config.parse_device == "cuda":
+            heatmaps, pafs = self.backend.infer_device(batch)
+            inferred = time.perf_counter()
+            people = self.parse_on_device(heatmaps, pafs, box)
+        else:
+            heatmaps, pafs = self.backend.infer(batch)
+            inferred = time.perf_counter()
+            people = self.parse(heatmaps, pafs, box)
         self.stats.frames += len(images)
         self.stats.inference_seconds += inferred - started
         self.stats.parse_seconds += time.perf_counter() - inferred
@@ -107,6 +123,23 @@ class BottomUpEstimator:
         buffers = self._buffers_for(frames)
         kernels.parse_maps(heatmaps, pafs, self._tables, config, buffers)
         self.stats.people_dropped += int(buffers.people_dropped[:frames].sum())
+        return [self._people_of_frame(buffers, n, box, stride) for n in range(frames)]
+
+    def parse_on_device(self, heatmaps, pafs, box: Letterbox) -> list[list[Person]]:
+        """Device maps (the backend's outputs, no copy) -> people; the CUDA kernels run on the backend's stream."""
+        from kernels import cuda as cuda_kernels  # only this path needs numba.cuda
+
+        config = self.config.parse
+        frames = heatmaps.shape[0]
+        stream = getattr(self.backend, "cuda_stream", None)
+        if self._device_buffers is None or self._device_buffers.batch_capacity < frames:
+            self._device_buffers = cuda_kernels.allocate_device_parse_buffers(
+                frames, self.spec.num_keypoints, len(self.spec.limbs), config.max_peaks, config.max_people)
+            self._device_tables = cuda_kernels.tables_on_device(self._tables)
+        cuda_kernels.parse_on_device(heatmaps, pafs, self._device_tables, config, self._device_buffers, stream=stream)
+        buffers = self._device_buffers.host
+        self.stats.people_dropped += int(buffers.people_dropped[:frames].sum())
+        stride = float(self.spec.stride) / max(1, config.upsample)
         return [self._people_of_frame(buffers, n, box, stride) for n in range(frames)]
 
     def _people_of_frame(self, buffers: kernels.ParseBuffers, n: int, box: Letterbox, stride: float) -> list[Person]:

@@ -319,3 +319,56 @@ def test_foreign_device_arrays_enter_without_a_copy():
     np.testing.assert_array_equal(raw.copy_to_host(), heatmaps)
     assert_same_peaks(peaks_of(cuda_kernels, Foreign(device_heatmaps), 3, 0.25, 1, 5),
                       peaks_of(kernels, heatmaps, 3, 0.25, 1, 5))
+
+
+class _DeviceOutputs:
+    """A real backend whose outputs are handed over on the device, as the torch and TensorRT backends do."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.name = backend.name
+        self.resizable = backend.resizable
+        self.cuda_stream = None  # the default stream
+
+    def describe(self, height, width):
+        return self._backend.describe(height, width)
+
+    def infer(self, batch):
+        return self._backend.infer(batch)
+
+    def infer_device(self, batch):
+        heatmaps, pafs = self._backend.infer(batch)
+        return cuda_kernels.cuda.to_device(heatmaps), cuda_kernels.cuda.to_device(pafs)
+
+
+@requires_device
+def test_estimator_parses_device_outputs_on_the_device_like_the_cpu(tiny_model):
+    from pipeline.backends import BackendConfig, create_backend
+    from pipeline.bottomup import BottomUpEstimator, EstimatorConfig
+    from pipeline.model import load_model_spec
+
+    spec = load_model_spec(str(tiny_model))
+    backend = _DeviceOutputs(create_backend(spec, BackendConfig()))
+    parse = ParseConfig(peak_threshold=0.0, min_parts=2, min_mean_score=0.0, max_peaks=8, max_people=8)
+    on_cpu = BottomUpEstimator(spec, backend, EstimatorConfig(parse=parse))
+    on_device = BottomUpEstimator(spec, backend, EstimatorConfig(parse=parse, parse_device="cuda"))
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (60, 90, 3), dtype=np.uint8) for _ in range(2)]
+    expected, got = on_cpu(images), on_device(images)
+    assert sum(len(people) for people in expected) > 0
+    for want, have in zip(expected, got):
+        assert len(want) == len(have)
+        for a, b in zip(want, have):
+            np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+            assert abs(a.score - b.score) < 1e-5
+
+
+def test_estimator_refuses_a_device_parse_on_a_host_backend(tiny_model):
+    from pipeline.backends import BackendConfig, create_backend
+    from pipeline.bottomup import BottomUpEstimator, EstimatorConfig
+    from pipeline.errors import PosestreamError
+    from pipeline.model import load_model_spec
+
+    spec = load_model_spec(str(tiny_model))
+    with pytest.raises(PosestreamError, match="cannot parse on the GPU"):
+        BottomUpEstimator(spec, create_backend(spec, BackendConfig()), EstimatorConfig(parse_device="cuda"))
