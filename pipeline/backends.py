@@ -1,10 +1,14 @@
 """Inference backends behind one interface: a float32 batch N x 3 x H x W in, (heatmaps, pafs) out.
 
-ONNX Runtime (CPU) is the default for ONNX models; OpenVINO runs IR and ONNX. TensorRT and torch
-backends join later behind the same two calls: ``describe`` (for sidecar validation) and ``infer``.
+ONNX Runtime (CPU) is the default for ONNX models; OpenVINO runs IR and ONNX; TensorRT runs engines built by
+``posestream build-engine`` (pipeline/engines.py); torch runs trainer checkpoints (.pt) directly. All sit
+behind the same two calls: ``describe`` (for sidecar validation) and ``infer``. The GPU backends also have
+``infer_device``, which leaves the outputs on the GPU for the CUDA parse. tensorrt and torch are imported
+only when their backend is built.
 """
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,18 +18,22 @@ import numpy as np
 from pipeline.errors import PosestreamError
 from pipeline.model import ModelSpec, TensorInfo, validate_against_model
 
-BACKEND_NAMES = ("auto", "onnxruntime", "openvino")
+BACKEND_NAMES = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
 # Compiled OpenVINO models kept per input shape; image folders of mixed sizes would otherwise grow without bound.
 OPENVINO_SHAPE_CACHE = 8
 
 
 @dataclass(frozen=True)
 class BackendConfig:
-    name: str = "auto"  # "auto" picks by model file: .xml -> openvino, .onnx -> onnxruntime
-    device: str = "CPU"  # OpenVINO device name; ONNX Runtime here always runs on the CPU provider
+    # "auto" picks by model file: .xml -> openvino, .onnx -> onnxruntime, .engine/.plan -> tensorrt, .pt -> torch
+    name: str = "auto"
+    # OpenVINO device name; torch: "CPU"/"cpu" or "cuda"/"cuda:N"; ONNX Runtime here always runs on the CPU
+    # provider, TensorRT on the current CUDA device.
+    device: str = "CPU"
     threads: int = 0  # 0 = the runtime's default (all cores)
     # OpenVINO's CPU plugin silently computes in bf16 on CPUs that have it; f32 keeps results the same
-    # on every machine. "bf16"/"f16" trade that for speed where the hardware supports it.
+    # on every machine. "bf16"/"f16" trade that for speed where the hardware supports it. For torch on
+    # CUDA, "f16" runs the network under float16 autocast.
     precision: str = "f32"
 
 
@@ -150,19 +158,159 @@ class OpenVinoBackend:
                 results[compiled.output(self._spec.pafs_output)])
 
 
+class TensorRTBackend:
+    """A serialized TensorRT engine (built for this GPU and TensorRT version) on the current CUDA device."""
+
+    name = "tensorrt"
+
+    def __init__(self, spec: ModelSpec, config: BackendConfig):
+        from pipeline.engines import EngineSession
+
+        self._spec = spec
+        # build-engine records the build in the sidecar; a DLA engine must be loaded onto its core.
+        engine_info = json.loads(spec.sidecar_path.read_text()).get("engine") or {}
+        self._session = EngineSession(spec.model_path, spec.input.name, engine_info.get("dla_core"))
+        # A profile with a height or width range lets the pipeline choose the input size within it.
+        self.resizable = not (self._session.height.fixed and self._session.width.fixed)
+
+    @property
+    def stream(self):
+        """The numba CUDA stream inference is queued on; order GPU work on ``infer_device`` outputs after it."""
+        return self._session.stream
+
+    def describe(self, height: int, width: int) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        session = self._session
+        inputs, outputs = [], []
+        for name, (is_input, shape, _) in session.tensors.items():
+            if is_input:
+                inputs.append(TensorInfo(name, _dims(shape)))
+        if self._spec.input.name in session.tensors:
+            shapes = session.output_shapes((session.batch.min, 3, height, width))
+            outputs = [TensorInfo(name, _dims(shape)) for name, shape in shapes.items()]
+        return inputs, outputs
+
+    def _run(self, batch) -> tuple[object, object]:
+        views = self._session.run(batch)
+        return views[self._spec.heatmaps_output], views[self._spec.pafs_output]
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        largest = self._session.batch.max
+        heatmaps, pafs = [], []
+        # Batches beyond the engine's profile run in slices it accepts.
+        for start in range(0, len(batch), largest):
+            device_heatmaps, device_pafs = self._run(batch[start:start + largest])
+            heatmaps.append(device_heatmaps.copy_to_host(stream=self.stream))
+            pafs.append(device_pafs.copy_to_host(stream=self.stream))
+        self.stream.synchronize()
+        if len(heatmaps) == 1:
+            return heatmaps[0].astype(np.float32, copy=False), pafs[0].astype(np.float32, copy=False)
+        return (np.concatenate(heatmaps).astype(np.float32, copy=False),
+                np.concatenate(pafs).astype(np.float32, copy=False))
+
+    def infer_device(self, batch) -> tuple[object, object]:
+        """(heatmaps, pafs) as numba device arrays, queued on ``stream`` and not copied to the host.
+
+        They are the engine's own buffers: valid until the next call. ``batch`` may already be on the GPU.
+        """
+        return self._run(batch)
+
+
+class TorchBackend:
+    """A trainer checkpoint (.pt) run by PyTorch: the network before export, on the CPU or a CUDA GPU."""
+
+    name = "torch"
+    resizable = True  # fully convolutional
+
+    def __init__(self, spec: ModelSpec, config: BackendConfig):
+        try:
+            import torch
+        except ImportError:
+            raise PosestreamError("torch", "backend needs PyTorch: pip install 'posestream[train]'") from None
+        from trainers import layout
+        from trainers.checkpoint import load_checkpoint
+        from trainers.models import LastStage
+
+        self._torch = torch
+        self._spec = spec
+        self._names = (layout.INPUT_NAME, layout.HEATMAPS_OUTPUT, layout.PAFS_OUTPUT)
+        self.device = _torch_device(torch, config.device)
+        self._half = config.precision in ("f16", "fp16")
+        if self._half and self.device.type != "cuda":
+            raise PosestreamError(config.precision, "float16 autocast in the torch backend needs a CUDA device")
+        if config.threads and self.device.type == "cpu":
+            torch.set_num_threads(config.threads)  # process-wide in PyTorch; set only when asked
+        checkpoint = load_checkpoint(spec.model_path)
+        self._network = LastStage(checkpoint.build_model()).to(self.device).eval()
+
+    def describe(self, height: int, width: int) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        input_name, heatmaps_name, pafs_name = self._names
+        probe = np.zeros((1, 3, height, width), np.float32)
+        heatmaps, pafs = self.infer(probe)
+        return ([TensorInfo(input_name, (None, 3, None, None))],
+                [TensorInfo(heatmaps_name, heatmaps.shape), TensorInfo(pafs_name, pafs.shape)])
+
+    def infer_device(self, batch) -> tuple[object, object]:
+        """(heatmaps, pafs) as float32 tensors on the backend's device (CUDA tensors carry
+        __cuda_array_interface__, which the CUDA parse takes without a copy)."""
+        torch = self._torch
+        tensor = torch.as_tensor(batch).to(self.device, dtype=torch.float32, non_blocking=True)
+        with torch.inference_mode():
+            if self._half:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    heatmaps, pafs = self._network(tensor)
+            else:
+                heatmaps, pafs = self._network(tensor)
+        return heatmaps.float().contiguous(), pafs.float().contiguous()
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        heatmaps, pafs = self.infer_device(batch)
+        return heatmaps.cpu().numpy(), pafs.cpu().numpy()
+
+
+def _torch_device(torch, name: str):
+    """BackendConfig.device -> torch.device: "CPU"/"cpu", or "cuda"/"cuda:N"/"GPU" (OpenVINO's spelling)."""
+    lowered = name.lower()
+    if lowered == "gpu":
+        lowered = "cuda"
+    if lowered != "cpu" and not lowered.startswith("cuda"):
+        raise PosestreamError(name, "torch backend device must be cpu, cuda or cuda:N")
+    try:
+        device = torch.device(lowered)
+    except RuntimeError:
+        raise PosestreamError(name, "not a torch device name (cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PosestreamError(name, "CUDA is not available to PyTorch here (a CPU-only build, or no GPU)")
+    return device
+
+
+# Which model files each backend runs.
+_BACKEND_SUFFIXES = {
+    "onnxruntime": ((".onnx",), "ONNX Runtime runs .onnx models only; use --backend openvino"),
+    "openvino": ((".onnx", ".xml"), "OpenVINO runs .onnx and .xml models only"),
+    "tensorrt": ((".engine", ".plan"), "TensorRT runs serialized engines (.engine/.plan); "
+                                       "build one with posestream build-engine"),
+    "torch": ((".pt",), "the torch backend runs trainer checkpoints (.pt) only"),
+}
+
+
 def create_backend(spec: ModelSpec, config: BackendConfig) -> Backend:
     """Build the backend, then check the sidecar against the network it loaded."""
     name = config.name
     if name == "auto":
         name = spec.backend_hint
+    if name not in _BACKEND_SUFFIXES:
+        raise PosestreamError(name, f"unknown backend; choose one of: {', '.join(BACKEND_NAMES)}")
+    suffixes, problem = _BACKEND_SUFFIXES[name]
+    if spec.model_path.suffix not in suffixes:
+        raise PosestreamError(str(spec.model_path), problem)
     if name == "onnxruntime":
-        if spec.model_path.suffix != ".onnx":
-            raise PosestreamError(str(spec.model_path), "ONNX Runtime runs .onnx models only; use --backend openvino")
         backend: Backend = OnnxRuntimeBackend(spec, config)
     elif name == "openvino":
         backend = OpenVinoBackend(spec, config)
+    elif name == "tensorrt":
+        backend = TensorRTBackend(spec, config)
     else:
-        raise PosestreamError(name, f"unknown backend; choose one of: {', '.join(BACKEND_NAMES)}")
+        backend = TorchBackend(spec, config)
     inputs, outputs = backend.describe(spec.input.height, spec.input.width)
     validate_against_model(spec, inputs, outputs)
     return backend

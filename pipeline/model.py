@@ -1,4 +1,5 @@
-"""The model contract: a network file (ONNX or OpenVINO IR) plus a ``<model>.pose.json`` sidecar.
+"""The model contract: a network file (ONNX, OpenVINO IR, TensorRT engine or trainer checkpoint) plus a
+``<model>.pose.json`` sidecar.
 
 The sidecar says everything the pipeline needs to feed the network and read its outputs: input tensor
 name, size and normalisation, output tensor names, stride, keypoint names, limbs with their PAF channel
@@ -22,7 +23,10 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "models"
 # Short names for sidecars shipped in pipeline/models/.
 BUILTIN_MODELS = {"hpe-0001": "human-pose-estimation-0001.pose.json"}
 DEFAULT_MODEL = "hpe-0001"
-MODEL_SUFFIXES = (".onnx", ".xml")
+# Which backend runs a model file by default, by suffix (the sidecar names the file).
+BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt",
+                     ".pt": "torch"}
+MODEL_SUFFIXES = tuple(BACKEND_BY_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class ModelSpec:
 
     @property
     def backend_hint(self) -> str:
-        return "openvino" if self.model_path.suffix == ".xml" else "onnxruntime"
+        return BACKEND_BY_SUFFIX.get(self.model_path.suffix, "onnxruntime")
 
 
 def resolve_sidecar(model: str | None) -> Path:
@@ -87,7 +91,8 @@ def resolve_sidecar(model: str | None) -> Path:
             raise PosestreamError(model, f"no sidecar beside the model (expected {sidecar})")
         return sidecar
     known = ", ".join(sorted(BUILTIN_MODELS))
-    raise PosestreamError(model, f"not a model: give a .pose.json sidecar, an .onnx/.xml model, or one of: {known}")
+    raise PosestreamError(model, f"not a model: give a .pose.json sidecar, an .onnx/.xml/.engine/.plan/.pt model "
+                                 f"with its sidecar beside it, or one of: {known}")
 
 
 def _expand(template: str, sidecar: Path) -> Path:
@@ -149,7 +154,8 @@ def load_model_spec(model: str | None) -> ModelSpec:
 
     model_path = _expand(_require(data, "model", str, "", sidecar), sidecar)
     if model_path.suffix not in MODEL_SUFFIXES:
-        raise PosestreamError(str(sidecar), f"model {model_path} must be an .onnx or OpenVINO .xml file")
+        raise PosestreamError(str(sidecar), f"model {model_path} must be an .onnx or OpenVINO .xml file, "
+                                            "a TensorRT .engine/.plan, or a trainer .pt checkpoint")
     if not model_path.exists():
         raise PosestreamError(str(model_path), f"model file named by {sidecar} does not exist")
 
