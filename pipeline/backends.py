@@ -173,9 +173,16 @@ class TensorRTBackend:
         # A profile with a height or width range lets the pipeline choose the input size within it.
         self.resizable = not (self._session.height.fixed and self._session.width.fixed)
 
+    outputs_on_gpu = True  # infer_device hands out device buffers
+
     @property
     def stream(self):
         """The numba CUDA stream inference is queued on; order GPU work on ``infer_device`` outputs after it."""
+        return self._session.stream
+
+    @property
+    def cuda_stream(self):
+        """The stream a GPU parse of ``infer_device``'s outputs must run on (BottomUpEstimator reads this)."""
         return self._session.stream
 
     def describe(self, height: int, width: int) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -241,6 +248,12 @@ class TorchBackend:
             torch.set_num_threads(config.threads)  # process-wide in PyTorch; set only when asked
         checkpoint = load_checkpoint(spec.model_path)
         self._network = LastStage(checkpoint.build_model()).to(self.device).eval()
+        self.outputs_on_gpu = self.device.type == "cuda"
+
+    @property
+    def cuda_stream(self):
+        """torch's current stream on the device: a GPU parse queued on it runs after the network."""
+        return self._torch.cuda.current_stream(self.device) if self.outputs_on_gpu else None
 
     def describe(self, height: int, width: int) -> tuple[list[TensorInfo], list[TensorInfo]]:
         input_name, heatmaps_name, pafs_name = self._names

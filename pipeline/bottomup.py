@@ -58,9 +58,9 @@ class BottomUpEstimator:
         self._device_tables = None
         if config.parse_device not in ("cpu", "cuda"):
             raise PosestreamError("parse_device", f"must be 'cpu' or 'cuda', got {config.parse_device!r}")
-        if config.parse_device == "cuda" and not hasattr(backend, "infer_device"):
-            raise PosestreamError(backend.name, "cannot parse on the GPU: this backend's outputs are not on the "
-                                                "device (use the torch or tensorrt backend, or parse on the CPU)")
+        if config.parse_device == "cuda" and not getattr(backend, "outputs_on_gpu", False):
+            raise PosestreamError(backend.name, "cannot parse on the GPU: this backend's outputs are not on a GPU "
+                                                "(use tensorrt, or torch with --device cuda; or parse on the CPU)")
         self._warm_up()
 
     def _warm_up(self) -> None:

@@ -63,6 +63,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--input-height", type=_positive, default=None,
                        help="network input height for resizable models (default: the sidecar's)")
     group.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
+    group.add_argument("--device", default=None,
+                       help="where the network runs: an OpenVINO device (CPU, GPU) or, for the torch backend, cpu "
+                            "or cuda[:N] (default: CPU)")
+    group.add_argument("--parse-device", choices=("cpu", "cuda"), default=None,
+                       help="where the maps are parsed: cpu (Numba), or cuda (the CUDA kernels read the torch or "
+                            "TensorRT outputs on the GPU, only compact results are copied back); default cpu")
 
 
 def _build_estimator(args: argparse.Namespace):
@@ -71,8 +77,10 @@ def _build_estimator(args: argparse.Namespace):
     from pipeline.model import load_model_spec
 
     spec = load_model_spec(args.model)
-    backend = create_backend(spec, BackendConfig(name=args.backend, threads=args.threads))
-    return BottomUpEstimator(spec, backend, EstimatorConfig(input_height=args.input_height))
+    backend = create_backend(spec, BackendConfig(name=args.backend, threads=args.threads,
+                                                 device=args.device or "CPU"))
+    return BottomUpEstimator(spec, backend, EstimatorConfig(input_height=args.input_height,
+                                                            parse_device=args.parse_device or "cpu"))
 
 
 def _timing(estimator) -> dict:
@@ -116,6 +124,7 @@ def _config_overrides(args: argparse.Namespace) -> dict:
     return {
         "model": model, "backend": None if args.backend == "auto" else args.backend,
         "input_height": args.input_height, "threads": args.threads or None,
+        "device": args.device, "parse_device": args.parse_device,
         "batch": args.batch, "batch_wait_ms": args.batch_wait_ms, "queue_size": args.queue_size,
         "live_queue_size": args.live_queue_size, "metrics_port": args.metrics_port,
         "metrics_host": args.metrics_host, "stats_interval_s": args.stats_interval,
@@ -136,7 +145,8 @@ def _run_config_from_file(args: argparse.Namespace):
 
     options = load_streams_config(args.config, _config_overrides(args))
     estimator = _build_estimator(argparse.Namespace(model=options.model, backend=options.backend,
-                                                    threads=options.threads, input_height=options.input_height))
+                                                    threads=options.threads, input_height=options.input_height,
+                                                    device=options.device, parse_device=options.parse_device))
     streams = options.streams
     if not any(spec.out_jsonl or spec.overlay for spec in streams):
         # asked for nothing: JSON lines on stdout, like any Unix filter

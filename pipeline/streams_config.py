@@ -38,6 +38,8 @@ class StreamsConfig:
     backend: str = "auto"
     input_height: int | None = None
     threads: int = 0
+    device: str | None = None  # None: the backend's default (CPU)
+    parse_device: str | None = None  # None: cpu
     batch: int = _RUNTIME_DEFAULTS.batch_size
     batch_wait_ms: float = _RUNTIME_DEFAULTS.batch_wait_ms
     queue_size: int = _RUNTIME_DEFAULTS.queue_size
@@ -59,8 +61,8 @@ _KINDS = {
 }
 
 GLOBAL_KEYS = {
-    "model": "str", "backend": "str", "input_height": "int", "threads": "int",
-    "batch": "int", "batch_wait_ms": "number", "queue_size": "int", "live_queue_size": "int",
+    "model": "str", "backend": "str", "input_height": "int", "threads": "int", "device": "str",
+    "parse_device": "str", "batch": "int", "batch_wait_ms": "number", "queue_size": "int", "live_queue_size": "int",
     "metrics_port": "int", "metrics_host": "str", "stats_interval_s": "number",
     "outputs": "table", "tracking": "table", "defaults": "table", "streams": "list",
 }
@@ -196,7 +198,9 @@ def parse_streams_config(data: dict, path: str, overrides: Mapping[str, Any] | N
         streams.append(spec)
 
     values = dict(path=path, model=model, streams=tuple(streams), tracking=_tracking(data.get("tracking", {}), check))
-    for key in ("backend", "input_height", "threads", "batch", "batch_wait_ms", "queue_size", "live_queue_size",
+    if "parse_device" in data and data["parse_device"] not in ("cpu", "cuda"):
+        raise check.error("parse_device", f"must be cpu or cuda, got {data['parse_device']!r}")
+    for key in ("backend", "input_height", "threads", "device", "parse_device", "batch", "batch_wait_ms", "queue_size", "live_queue_size",
                 "metrics_port", "metrics_host", "stats_interval_s"):
         if key in data:
             values[key] = data[key]

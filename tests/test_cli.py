@@ -208,6 +208,14 @@ def test_unknown_backend(capsys, tiny_model, tmp_path):
     assert "onnxruntime" in lines[0] and "openvino" in lines[0]
 
 
+def test_gpu_parse_on_a_host_backend_is_a_clear_error(capsys, tiny_model, tmp_path):
+    images = write_test_images(tmp_path / "images", 1)
+    code, out, err = cli(capsys, "run", images[0], "--model", tiny_model, "--parse-device", "cuda")
+    assert code == 1
+    lines = error_lines(err)
+    assert len(lines) == 1 and "cannot parse on the GPU" in lines[0] and lines[0].startswith(f"{ERROR_PREFIX}onnxruntime")
+
+
 @pytest.mark.shared
 def test_onnxruntime_backend_on_the_xml_model(capsys, shared, tmp_path):
     images = write_test_images(tmp_path / "images", 1)

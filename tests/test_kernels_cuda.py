@@ -329,6 +329,7 @@ class _DeviceOutputs:
         self.name = backend.name
         self.resizable = backend.resizable
         self.cuda_stream = None  # the default stream
+        self.outputs_on_gpu = True
 
     def describe(self, height, width):
         return self._backend.describe(height, width)
