@@ -353,7 +353,7 @@ def load_lsp_annotations(data_dir: Path) -> tuple[list[Path], np.ndarray, np.nda
     return list(dataset.image_paths), dataset.joints, dataset.visible
 
 
-def _lsp_split_indices(data_dir: Path, image_count: int, split: str) -> range:
+def lsp_split_indices(data_dir: Path, image_count: int, split: str) -> range:
     if split == "all":
         return range(image_count)
     if image_count == LSP_TEST_SPLIT_SIZE:
@@ -467,7 +467,7 @@ def evaluate_lsp(data_dir: Path, split: str, estimate: Estimator, config: LspEva
     """
     data_dir = Path(data_dir)
     dataset = read_lsp_dataset(data_dir)
-    indices = list(_lsp_split_indices(data_dir, len(dataset.image_paths), split))
+    indices = list(lsp_split_indices(data_dir, len(dataset.image_paths), split))
     if config.max_images is not None:
         indices = indices[:config.max_images]
     image_paths = [dataset.image_paths[i] for i in indices]

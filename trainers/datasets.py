@@ -30,7 +30,7 @@ import torch
 from pycocotools import mask as coco_mask
 
 from pipeline.errors import PosestreamError
-from pipeline.evaluation import LSP_JOINT_NAMES, _lsp_split_indices, read_lsp_dataset
+from pipeline.evaluation import LSP_JOINT_NAMES, lsp_split_indices, read_lsp_dataset
 from pipeline.skeleton import COCO17_NAMES
 from pipeline.sources import read_image
 from trainers.augment import AugmentConfig, PoseSample, augment, normalise
@@ -102,7 +102,7 @@ class SinglePersonSet:
 def read_lsp_people(data_dir: Path, split: str = "train", max_items: int | None = None) -> SinglePersonSet:
     """LSP (split train = im0001-1000, test = im1001-2000, all) or LSPET (train/all = all 10,000)."""
     dataset = read_lsp_dataset(Path(data_dir))
-    indices = list(_lsp_split_indices(Path(data_dir), len(dataset.image_paths), split))[:max_items]
+    indices = list(lsp_split_indices(Path(data_dir), len(dataset.image_paths), split))[:max_items]
     joints = dataset.joints[indices].astype(np.float32)  # N x 14 x 2
     if dataset.layout == "lsp":
         labelled = np.ones(joints.shape[:2], np.bool_)  # LSP's flag marks occlusion; every joint has a position

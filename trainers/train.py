@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure  # the object API draws PNGs without pyplot or a display
 from tqdm import tqdm
 
 from pipeline.bottomup import BottomUpEstimator, EstimatorConfig
@@ -324,19 +325,17 @@ def pick_device(requested: str) -> torch.device:
 
 def save_plots(log: MetricsLog, out_dir: Path) -> None:
     """loss.png (training loss per logged window) and metrics.png (validation metrics) in the run folder."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = log.read()
     train = [r for r in records if r["kind"] == "train"]
     validation = [r for r in records if r["kind"] == "validation"]
     if train:
-        figure, axis = plt.subplots(figsize=(7, 4))
+        figure = Figure(figsize=(7, 4))
+        axis = figure.subplots()
         steps = [r["step"] for r in train]
-        for key in ("loss", "loss_heatmaps", "loss_pafs"):
-            axis.plot(steps, [r[key] for r in train], label=key)
+        for key, label in (("loss", "loss (all stages, as optimised)"),
+                           ("loss_heatmaps", "heatmaps (last stage, masked MSE)"),
+                           ("loss_pafs", "PAFs (last stage, masked MSE)")):
+            axis.plot(steps, [r[key] for r in train], label=label)
         axis.set_yscale("log")
         axis.set_xlabel("step")
         axis.set_ylabel("loss per image")
@@ -344,9 +343,9 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
         axis.grid(alpha=0.3)
         figure.tight_layout()
         figure.savefig(out_dir / "loss.png", dpi=100)
-        plt.close(figure)
     if validation:
-        figure, axis = plt.subplots(figsize=(7, 4))
+        figure = Figure(figsize=(7, 4))
+        axis = figure.subplots()
         steps = [r["step"] for r in validation]
         keys = sorted({k for r in validation for k in r if k.count(".") == 1 and not k.endswith(".images")})
         for key in keys:
@@ -358,7 +357,6 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
         axis.grid(alpha=0.3)
         figure.tight_layout()
         figure.savefig(out_dir / "metrics.png", dpi=100)
-        plt.close(figure)
 
 
 def main(args: argparse.Namespace) -> int:
