@@ -56,6 +56,7 @@ from numba.core import config as numba_config
 from kernels.assemble import ParseBuffers, allocate_parse_buffers
 from kernels.assemble import connect_parts as _host_connect_parts
 from kernels.chain import ParseConfig, SkeletonTables
+from kernels.peaks import centroid_of_peak, softargmax_of_map
 
 __all__ = [
     "CANDIDATE_CAPACITY", "MAX_ASSIGN_PEAKS", "DeviceParseBuffers", "DeviceTables", "ParseBuffers",
@@ -373,6 +374,10 @@ def _refine_peaks_kernel(heatmaps, frames, peak_counts, peaks, refined):
     refined[n, k, m, 1] = y + dy
 
 
+_centroid_of_peak_device = cuda.jit(device=True)(centroid_of_peak)
+_softargmax_of_map_device = cuda.jit(device=True)(softargmax_of_map)
+
+
 @cuda.jit(cache=True)
 def _refine_centroid_kernel(heatmaps, frames, peak_counts, peaks, window, refined):
     """One thread per (frame, keypoint, peak slot)."""
@@ -384,66 +389,19 @@ def _refine_centroid_kernel(heatmaps, frames, peak_counts, peaks, window, refine
     m = index % capacity
     k = (index // capacity) % n_keypoints
     n = index // (capacity * n_keypoints)
-    if m >= peak_counts[n, k]:
+    if m < peak_counts[n, k]:
+        _centroid_of_peak_device(heatmaps, n, k, m, peaks, window, refined)
+    else:
         refined[n, k, m, 0] = -1.0
         refined[n, k, m, 1] = -1.0
-        return
-    height = heatmaps.shape[2]
-    width = heatmaps.shape[3]
-    y = peaks[n, k, m, 0]
-    x = peaks[n, k, m, 1]
-    weight = 0.0
-    sum_x = 0.0
-    sum_y = 0.0
-    for yy in range(_max(0, y - window), _min(height, y + window + 1)):
-        for xx in range(_max(0, x - window), _min(width, x + window + 1)):
-            value = heatmaps[n, k, yy, xx]
-            if value > 0.0 and value < math.inf:
-                weight += value
-                sum_x += value * xx
-                sum_y += value * yy
-    if weight > 0.0:
-        refined[n, k, m, 0] = sum_x / weight
-        refined[n, k, m, 1] = sum_y / weight
-    else:
-        refined[n, k, m, 0] = x
-        refined[n, k, m, 1] = y
 
 
 @cuda.jit(cache=True)
 def _softargmax_kernel(heatmaps, num_keypoints, beta, keypoints):
     """One thread per (frame, keypoint): single-person maps are small, two passes over one map suffice."""
     index = cuda.grid(1)
-    if index >= heatmaps.shape[0] * num_keypoints:
-        return
-    k = index % num_keypoints
-    n = index // num_keypoints
-    height = heatmaps.shape[2]
-    width = heatmaps.shape[3]
-    peak = -math.inf
-    for y in range(height):
-        for x in range(width):
-            if heatmaps[n, k, y, x] > peak:
-                peak = heatmaps[n, k, y, x]
-    if not peak > -math.inf:
-        keypoints[n, k, 0] = -1.0
-        keypoints[n, k, 1] = -1.0
-        keypoints[n, k, 2] = 0.0
-        return
-    weight = 0.0
-    sum_x = 0.0
-    sum_y = 0.0
-    for y in range(height):
-        for x in range(width):
-            value = heatmaps[n, k, y, x]
-            if value == value:
-                w = math.exp(beta * (value - peak))
-                weight += w
-                sum_x += w * x
-                sum_y += w * y
-    keypoints[n, k, 0] = sum_x / weight
-    keypoints[n, k, 1] = sum_y / weight
-    keypoints[n, k, 2] = peak
+    if index < heatmaps.shape[0] * num_keypoints:
+        _softargmax_of_map_device(heatmaps, index // num_keypoints, index % num_keypoints, beta, keypoints)
 
 
 @cuda.jit(cache=True)

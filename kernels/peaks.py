@@ -122,6 +122,66 @@ def refine_peaks(heatmaps, peak_counts, peaks, refined):
                 refined[n, k, m, 1] = y + dy
 
 
+def centroid_of_peak(heatmaps, n, k, m, peaks, window, refined):
+    """refined[n, k, m] = the weighted centroid around peak m of map (n, k). Plain Python on purpose: compiled
+    by njit here and as a CUDA device function in kernels/cuda.py, so both twins run the same lines."""
+    height = heatmaps.shape[2]
+    width = heatmaps.shape[3]
+    y = peaks[n, k, m, 0]
+    x = peaks[n, k, m, 1]
+    weight = 0.0
+    sum_x = 0.0
+    sum_y = 0.0
+    for yy in range(y - window if y > window else 0, y + window + 1 if y + window + 1 < height else height):
+        for xx in range(x - window if x > window else 0, x + window + 1 if x + window + 1 < width else width):
+            value = heatmaps[n, k, yy, xx]
+            if value > 0.0 and value < math.inf:  # NaN and infinities carry no position
+                weight += value
+                sum_x += value * xx
+                sum_y += value * yy
+    if weight > 0.0:
+        refined[n, k, m, 0] = sum_x / weight
+        refined[n, k, m, 1] = sum_y / weight
+    else:
+        refined[n, k, m, 0] = x
+        refined[n, k, m, 1] = y
+
+
+def softargmax_of_map(heatmaps, n, k, beta, keypoints):
+    """keypoints[n, k] = (x, y, maximum) of map (n, k) under softmax(beta * map); shared by both twins."""
+    height = heatmaps.shape[2]
+    width = heatmaps.shape[3]
+    peak = -math.inf
+    for y in range(height):
+        for x in range(width):
+            if heatmaps[n, k, y, x] > peak:
+                peak = heatmaps[n, k, y, x]
+    if not peak > -math.inf:
+        keypoints[n, k, 0] = -1.0
+        keypoints[n, k, 1] = -1.0
+        keypoints[n, k, 2] = 0.0
+        return
+    weight = 0.0
+    sum_x = 0.0
+    sum_y = 0.0
+    for y in range(height):
+        for x in range(width):
+            value = heatmaps[n, k, y, x]
+            if value == value:  # not NaN
+                # Shifted by the maximum so exp never overflows.
+                w = math.exp(beta * (value - peak))
+                weight += w
+                sum_x += w * x
+                sum_y += w * y
+    keypoints[n, k, 0] = sum_x / weight
+    keypoints[n, k, 1] = sum_y / weight
+    keypoints[n, k, 2] = peak
+
+
+_centroid_of_peak = njit(nogil=True, cache=True)(centroid_of_peak)
+_softargmax_of_map = njit(nogil=True, cache=True)(softargmax_of_map)
+
+
 @njit(nogil=True, cache=True)
 def refine_peaks_centroid(heatmaps, peak_counts, peaks, window, refined):
     """Sub-pixel peak positions as the heatmap-weighted centroid of the (2*window+1)^2 neighbourhood.
@@ -130,36 +190,15 @@ def refine_peaks_centroid(heatmaps, peak_counts, peaks, window, refined):
     in; the window is clipped at the map border; with no positive weight the integer position is kept.
     refined: N x K x M x 2 float32 (out) -- (x, y); entries past the count are -1.
     """
-    n_frames = heatmaps.shape[0]
     n_keypoints, capacity = peaks.shape[1], peaks.shape[2]
-    height = heatmaps.shape[2]
-    width = heatmaps.shape[3]
-    for n in range(n_frames):
+    for n in range(heatmaps.shape[0]):
         for k in range(n_keypoints):
-            heatmap = heatmaps[n, k]
             for m in range(capacity):
-                if m >= peak_counts[n, k]:
+                if m < peak_counts[n, k]:
+                    _centroid_of_peak(heatmaps, n, k, m, peaks, window, refined)
+                else:
                     refined[n, k, m, 0] = -1.0
                     refined[n, k, m, 1] = -1.0
-                    continue
-                y = peaks[n, k, m, 0]
-                x = peaks[n, k, m, 1]
-                weight = 0.0
-                sum_x = 0.0
-                sum_y = 0.0
-                for yy in range(max(0, y - window), min(height, y + window + 1)):
-                    for xx in range(max(0, x - window), min(width, x + window + 1)):
-                        value = heatmap[yy, xx]
-                        if value > 0.0 and value < np.inf:  # NaN and infinities carry no position
-                            weight += value
-                            sum_x += value * xx
-                            sum_y += value * yy
-                if weight > 0.0:
-                    refined[n, k, m, 0] = sum_x / weight
-                    refined[n, k, m, 1] = sum_y / weight
-                else:
-                    refined[n, k, m, 0] = x
-                    refined[n, k, m, 1] = y
 
 
 @njit(nogil=True, cache=True)
@@ -171,34 +210,6 @@ def softargmax(heatmaps, num_keypoints, beta, keypoints):
     (trainers/soft_argmax.py is its torch twin); large beta approaches argmax. NaN pixels are ignored; a map
     of NaN only gives (-1, -1, 0). Maps must not hold infinities.
     """
-    n_frames = heatmaps.shape[0]
-    height = heatmaps.shape[2]
-    width = heatmaps.shape[3]
-    for n in range(n_frames):
+    for n in range(heatmaps.shape[0]):
         for k in range(num_keypoints):
-            heatmap = heatmaps[n, k]
-            peak = -np.inf
-            for y in range(height):
-                for x in range(width):
-                    if heatmap[y, x] > peak:
-                        peak = heatmap[y, x]
-            if not peak > -np.inf:
-                keypoints[n, k, 0] = -1.0
-                keypoints[n, k, 1] = -1.0
-                keypoints[n, k, 2] = 0.0
-                continue
-            weight = 0.0
-            sum_x = 0.0
-            sum_y = 0.0
-            for y in range(height):
-                for x in range(width):
-                    value = heatmap[y, x]
-                    if value == value:  # not NaN
-                        # Shifted by the maximum so exp never overflows.
-                        w = math.exp(beta * (value - peak))
-                        weight += w
-                        sum_x += w * x
-                        sum_y += w * y
-            keypoints[n, k, 0] = sum_x / weight
-            keypoints[n, k, 1] = sum_y / weight
-            keypoints[n, k, 2] = peak
+            _softargmax_of_map(heatmaps, n, k, beta, keypoints)
