@@ -663,8 +663,11 @@ def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, p
     args.finish()
 
 
-def refine_peaks(heatmaps, peak_counts, peaks, refined, *, stream=None):
-    """CUDA twin of kernels.peaks.refine_peaks; frames past the heatmaps' batch are left untouched."""
+def _refine_on_device(kernel, heatmaps, peak_counts, peaks, options: tuple, refined, stream) -> None:
+    """Launch a per-peak refinement kernel: one thread per (frame, keypoint, peak slot) of the heatmaps' batch.
+
+    ``options`` are the kernel's arguments between ``peaks`` and ``refined`` (the centroid's window).
+    """
     stream = _resolve_stream(stream)
     args = _Arguments(stream)
     heatmaps_device = args.read(heatmaps)
@@ -674,25 +677,19 @@ def refine_peaks(heatmaps, peak_counts, peaks, refined, *, stream=None):
     total = frames * peaks_device.shape[1] * peaks_device.shape[2]
     if total:
         threads = _threads_per_block()
-        _refine_peaks_kernel[_blocks(total, threads), threads, stream](
-            heatmaps_device, frames, counts_device, peaks_device, refined_device)
+        kernel[_blocks(total, threads), threads, stream](
+            heatmaps_device, frames, counts_device, peaks_device, *options, refined_device)
     args.finish()
+
+
+def refine_peaks(heatmaps, peak_counts, peaks, refined, *, stream=None):
+    """CUDA twin of kernels.peaks.refine_peaks; frames past the heatmaps' batch are left untouched."""
+    _refine_on_device(_refine_peaks_kernel, heatmaps, peak_counts, peaks, (), refined, stream)
 
 
 def refine_peaks_centroid(heatmaps, peak_counts, peaks, window, refined, *, stream=None):
     """CUDA twin of kernels.peaks.refine_peaks_centroid; frames past the heatmaps' batch are left untouched."""
-    stream = _resolve_stream(stream)
-    args = _Arguments(stream)
-    heatmaps_device = args.read(heatmaps)
-    counts_device, peaks_device = args.read(peak_counts), args.read(peaks)
-    refined_device = args.write(refined)
-    frames = min(heatmaps_device.shape[0], peaks_device.shape[0])
-    total = frames * peaks_device.shape[1] * peaks_device.shape[2]
-    if total:
-        threads = _threads_per_block()
-        _refine_centroid_kernel[_blocks(total, threads), threads, stream](
-            heatmaps_device, frames, counts_device, peaks_device, int(window), refined_device)
-    args.finish()
+    _refine_on_device(_refine_centroid_kernel, heatmaps, peak_counts, peaks, (int(window),), refined, stream)
 
 
 def softargmax(heatmaps, num_keypoints, beta, keypoints, *, stream=None):
