@@ -16,6 +16,8 @@ Shape glossary (the one place these letters are defined):
     P  capacity: people per frame
     H, W  map height and width
     S  samples along a candidate limb in the PAF line integral
+    B  crops (person boxes) in a top-down batch; boxes are (B, 4) [cx, cy, w, h] in image pixels
+    h, w  crop height and width: a top-down network's input (kernels/crop.py)
 
 Coordinates are (x, y) in map pixels, pixel centres at integers; peaks as found are integer (y, x)
 indices, refined peaks are float (x, y). "Missing" is -1 for indices and 0 for scores.

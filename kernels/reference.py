@@ -14,6 +14,10 @@ when both implement the documented semantics:
     assign            Hungarian (scipy's linear_sum_assignment) per limb, keeping positive scores, best first
     connect_parts     extend / start / join-if-disjoint; redundant limbs only complete; min_parts and
                       min_mean_score filters; score = total / (K + limb_weight) clipped to 1; best first
+    nms, oks_nms      greedy best-first suppression over the full IoU / OKS matrix (top-down mode)
+    decode_single     per-map argmax plus the refine_peaks parabola (top-down mode)
+    crop_normalise    float bilinear crop through an affine, pad outside, BGR->RGB, (v - mean) * scale
+                      (kernels.crop and kernels.crop_cuda)
 
 Stage functions take the kernels' inputs and *return* their outputs (same shapes, dtypes and "missing" fills:
 -1 for indices, 0 for scores) instead of writing preallocated buffers, so parity tests compare arrays directly.
@@ -342,3 +346,116 @@ def reference_parse(heatmaps, pafs, limbs, paf_channels, redundant, config=None,
             people.append((float(person_scores[n, p]), keypoints))
         frames.append(people)
     return frames
+
+
+# ----------------------------------------------------------------------------------------------
+# Top-down: box NMS, OKS-NMS (kernels/boxes.py) and single-person decoding (kernels/topdown.py)
+
+
+def reference_box_iou_matrix(boxes) -> np.ndarray:
+    """N x N IoU of (x0, y0, x1, y1) boxes, 0 where the union is empty."""
+    boxes = np.asarray(boxes, np.float64)
+    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    union = areas[:, None] + areas[None, :] - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 0.0)
+
+
+def reference_oks_matrix(keypoints, areas, sigmas) -> np.ndarray:
+    """P x P OKS over the joints both people found; scale = mean of the two areas, variance (2 sigma)^2."""
+    keypoints = np.asarray(keypoints, np.float64)
+    areas = np.asarray(areas, np.float64)
+    variances = (2.0 * np.asarray(sigmas, np.float64)) ** 2
+    squared = ((keypoints[:, None, :, :2] - keypoints[None, :, :, :2]) ** 2).sum(axis=-1)  # P x P x K
+    scale = 0.5 * (areas[:, None] + areas[None, :]) + np.finfo(np.float32).eps
+    similarity = np.exp(-squared / (2.0 * variances[None, None, :] * scale[:, :, None]))
+    found = keypoints[:, :, 2] > 0
+    shared = found[:, None, :] & found[None, :, :]
+    counts = shared.sum(axis=-1)
+    totals = np.where(shared, similarity, 0.0).sum(axis=-1)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), 0.0)
+
+
+def _reference_greedy(scores, overlap: np.ndarray, threshold: float, capacity: int) -> np.ndarray:
+    """Best-first greedy suppression given the full overlap matrix; ties by index; NaN scores never kept."""
+    scores = np.asarray(scores, np.float64)
+    candidates = [i for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)) if not np.isnan(scores[i])]
+    kept: list[int] = []
+    for candidate in candidates:
+        if len(kept) == capacity:
+            break
+        if all(overlap[k, candidate] <= threshold for k in kept):
+            kept.append(candidate)
+    return np.asarray(kept, np.int64)
+
+
+def reference_nms(boxes, scores, iou_threshold: float, capacity: int) -> np.ndarray:
+    """Kept box indices, best first (kernels.boxes.nms)."""
+    return _reference_greedy(scores, reference_box_iou_matrix(boxes), iou_threshold, capacity)
+
+
+def reference_oks_nms(keypoints, scores, areas, sigmas, oks_threshold: float, capacity: int) -> np.ndarray:
+    """Kept person indices, best first (kernels.boxes.oks_nms)."""
+    return _reference_greedy(scores, reference_oks_matrix(keypoints, areas, sigmas), oks_threshold, capacity)
+
+
+def reference_decode_single(heatmaps, num_keypoints: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (xy B x K x 2 float32, conf B x K float32): per-map argmax (first in raster order) plus the per-axis
+    parabola of refine_peaks; a map of NaN only gives (-1, -1) and 0 (kernels.topdown.decode_single)."""
+    heatmaps = np.asarray(heatmaps, np.float32)[:, :num_keypoints]
+    batch, keypoints, height, width = heatmaps.shape
+    xy = np.full((batch, keypoints, 2), -1.0, np.float32)
+    conf = np.zeros((batch, keypoints), np.float32)
+    for b in range(batch):
+        for k in range(keypoints):
+            heatmap = heatmaps[b, k]
+            if np.isnan(heatmap).all():
+                continue
+            flat = int(np.nanargmax(heatmap))  # the first maximum in raster order
+            y, x = divmod(flat, width)
+            centre = float(heatmap[y, x])
+            dx = _parabola_vertex(heatmap[y, x - 1], centre, heatmap[y, x + 1]) if 0 < x < width - 1 else 0.0
+            dy = _parabola_vertex(heatmap[y - 1, x], centre, heatmap[y + 1, x]) if 0 < y < height - 1 else 0.0
+            xy[b, k] = (x + dx, y + dy)
+            conf[b, k] = centre
+    return xy, conf
+
+
+def reference_crop_normalise(image, to_image, out_height: int, out_width: int, mean, scale, swap_rb: bool,
+                             pad_value: float) -> np.ndarray:
+    """-> (B, 3, h, w) float64: kernels.crop.crop_normalise_cpu's contract in exact float arithmetic.
+
+    Crop pixel (x, y) samples the image at to_image[b] @ (x, y, 1) (pixel centres at integers): bilinear over
+    the four surrounding pixels, each outside the image reading pad_value; channels reordered BGR -> RGB when
+    swap_rb, then (value - mean[c]) * scale[c].
+    """
+    image = np.asarray(image)
+    to_image = np.asarray(to_image, np.float64)
+    image_height, image_width = image.shape[:2]
+    sources = [2, 1, 0] if swap_rb else [0, 1, 2]
+    crop_y, crop_x = np.mgrid[0:out_height, 0:out_width].astype(np.float64)
+    result = np.empty((to_image.shape[0], 3, out_height, out_width), np.float64)
+
+    def pixels(rows, cols):
+        """(h, w, 3) float64 pixel values at integer positions, pad_value outside the image."""
+        inside = (rows >= 0) & (rows < image_height) & (cols >= 0) & (cols < image_width)
+        values = image[np.clip(rows, 0, image_height - 1), np.clip(cols, 0, image_width - 1)].astype(np.float64)
+        return np.where(inside[..., None], values, float(pad_value))
+
+    for b, affine in enumerate(to_image):
+        x = affine[0, 0] * crop_x + affine[0, 1] * crop_y + affine[0, 2]
+        y = affine[1, 0] * crop_x + affine[1, 1] * crop_y + affine[1, 2]
+        left, top = np.floor(x), np.floor(y)
+        fx, fy = (x - left)[..., None], (y - top)[..., None]
+        left, top = left.astype(np.int64), top.astype(np.int64)
+        upper = pixels(top, left) * (1.0 - fx) + pixels(top, left + 1) * fx
+        lower = pixels(top + 1, left) * (1.0 - fx) + pixels(top + 1, left + 1) * fx
+        sampled = upper * (1.0 - fy) + lower * fy
+        for channel in range(3):
+            result[b, channel] = (sampled[..., sources[channel]] - mean[channel]) * scale[channel]
+    return result

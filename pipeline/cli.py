@@ -1,4 +1,5 @@
-"""The ``posestream`` command line: run, bench, eval coco, eval lsp, models, train, export, build-engine."""
+"""The ``posestream`` command line: run, bench, eval coco, eval lsp, models, train, train-deeppose, export,
+build-engine."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +72,39 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "TensorRT outputs on the GPU, only compact results are copied back); default cpu")
 
 
+def _crop_size(text: str) -> tuple[int, int]:
+    height, sep, width = text.lower().partition("x")
+    try:
+        size = (int(height), int(width))
+    except ValueError:
+        size = (0, 0)
+    if not sep or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH in pixels, e.g. 256x192, got {text}")
+    return size
+
+
+def _add_mode_options(parser: argparse.ArgumentParser) -> None:
+    from pipeline.topdown import TopDownConfig
+
+    defaults = TopDownConfig()
+    group = parser.add_argument_group(
+        "mode", "bottom-up: the network sees whole frames and people are assembled from its maps; top-down: a "
+                "person detector finds boxes and the network runs on one crop per person (docs/topdown.md)")
+    group.add_argument("--mode", choices=("bottom-up", "top-down"), default=None,
+                       help="default bottom-up")
+    group.add_argument("--detector", default=None, metavar="PATH",
+                       help="top-down: a YOLOX-format ONNX person detector (default: "
+                            "../shared/weights/yolox-nano/yolox_nano.onnx, through POSESTREAM_SHARED)")
+    group.add_argument("--detect-every", type=_positive, default=None, metavar="K",
+                       help="top-down on video: detect on every K-th frame; between, each stream's boxes come from "
+                            f"the people of its previous frame (default {defaults.detect_every})")
+    group.add_argument("--detector-score", type=float, default=None, metavar="S",
+                       help=f"top-down: least detector score for a box (default {defaults.detector.score_threshold})")
+    group.add_argument("--crop-size", type=_crop_size, default=None, metavar="HxW",
+                       help=f"top-down: network input per person, a multiple of the model's stride "
+                            f"(default {defaults.crop_height}x{defaults.crop_width})")
+
+
 def _build_estimator(args: argparse.Namespace):
     from pipeline.backends import BackendConfig, create_backend
     from pipeline.bottomup import BottomUpEstimator, EstimatorConfig
@@ -79,19 +113,42 @@ def _build_estimator(args: argparse.Namespace):
     spec = load_model_spec(args.model)
     backend = create_backend(spec, BackendConfig(name=args.backend, threads=args.threads,
                                                  device=args.device or "CPU"))
+    if getattr(args, "mode", None) == "top-down":
+        return _build_top_down(args, spec, backend)
     return BottomUpEstimator(spec, backend, EstimatorConfig(input_height=args.input_height,
                                                             parse_device=args.parse_device or "cpu"))
+
+
+def _build_top_down(args: argparse.Namespace, spec, backend):
+    from pipeline.detector import DetectorConfig
+    from pipeline.topdown import TopDownConfig, TopDownEstimator
+
+    if args.parse_device not in (None, "cpu"):
+        raise PosestreamError("--parse-device", "top-down mode parses its crops on the CPU")
+    defaults = TopDownConfig()
+    detector = DetectorConfig(
+        path=args.detector, threads=args.threads, device=args.device or "CPU",
+        score_threshold=defaults.detector.score_threshold if args.detector_score is None else args.detector_score)
+    crop_height, crop_width = args.crop_size or (defaults.crop_height, defaults.crop_width)
+    config = TopDownConfig(detector=detector, crop_height=crop_height, crop_width=crop_width,
+                           detect_every=args.detect_every or defaults.detect_every)
+    return TopDownEstimator(spec, backend, config)
 
 
 def _timing(estimator) -> dict:
     stats = estimator.stats
     frames = max(stats.frames, 1)
-    return {
+    timing = {
         "frames": stats.frames,
         "inference_ms_per_frame": 1000.0 * stats.inference_seconds / frames,
         "parse_ms_per_frame": 1000.0 * stats.parse_seconds / frames,
         "people_dropped": stats.people_dropped,
     }
+    if hasattr(stats, "detect_seconds"):  # top-down: detector and crops too
+        timing.update(detect_ms_per_frame=1000.0 * stats.detect_seconds / frames,
+                      crop_ms_per_frame=1000.0 * stats.crop_seconds / frames,
+                      detector_frames=stats.detector_frames, crops=stats.crops)
+    return timing
 
 
 def _tracker_config(args: argparse.Namespace):
@@ -123,6 +180,8 @@ def _config_overrides(args: argparse.Namespace) -> dict:
         model = str(Path(model).absolute())  # relative to the current folder, not to the config file
     return {
         "model": model, "backend": None if args.backend == "auto" else args.backend,
+        "mode": args.mode, "detector": path(args.detector) if args.detector else None,
+        "detect_every": args.detect_every,
         "input_height": args.input_height, "threads": args.threads or None,
         "device": args.device, "parse_device": args.parse_device,
         "batch": args.batch, "batch_wait_ms": args.batch_wait_ms, "queue_size": args.queue_size,
@@ -146,7 +205,10 @@ def _run_config_from_file(args: argparse.Namespace):
     options = load_streams_config(args.config, _config_overrides(args))
     estimator = _build_estimator(argparse.Namespace(model=options.model, backend=options.backend,
                                                     threads=options.threads, input_height=options.input_height,
-                                                    device=options.device, parse_device=options.parse_device))
+                                                    device=options.device, parse_device=options.parse_device,
+                                                    mode=options.mode, detector=options.detector,
+                                                    detect_every=options.detect_every,
+                                                    detector_score=args.detector_score, crop_size=args.crop_size))
     streams = options.streams
     if not any(spec.out_jsonl or spec.overlay for spec in streams):
         # asked for nothing: JSON lines on stdout, like any Unix filter
@@ -248,7 +310,12 @@ def _print_metrics(metrics: dict, table: str, out_json: str | None) -> None:
 
 def _finish_eval(metrics: dict, estimator, args: argparse.Namespace, table: str) -> int:
     metrics["model"] = estimator.spec.name
-    metrics["input_height"] = args.input_height or estimator.spec.input.height
+    metrics["mode"] = args.mode or "bottom-up"
+    if args.mode == "top-down":
+        metrics["detector"] = str(estimator.detector.path)
+        metrics["crop_size"] = [estimator.crop_height, estimator.crop_width]
+    else:
+        metrics["input_height"] = args.input_height or estimator.spec.input.height
     metrics.update(_timing(estimator))
     _print_metrics(metrics, table, args.out_json)
     return 0
@@ -290,6 +357,14 @@ def _command_train(args: argparse.Namespace) -> int:
         from trainers.train import main as train_main  # imports torch: only for this command
     except ModuleNotFoundError as error:
         raise PosestreamError("train", f"needs {error.name}: pip install 'posestream[train]'") from None
+    return train_main(args)
+
+
+def _command_train_deeppose(args: argparse.Namespace) -> int:
+    try:
+        from trainers.deeppose_train import main as train_main  # imports torch: only for this command
+    except ModuleNotFoundError as error:
+        raise PosestreamError("train-deeppose", f"needs {error.name}: pip install 'posestream[train]'") from None
     return train_main(args)
 
 
@@ -420,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "close every output (exit 130/143).")
     run.add_argument("sources", nargs="*", metavar="SOURCE")
     _add_model_options(run)
+    _add_mode_options(run)
     outputs = run.add_argument_group("outputs")
     outputs.add_argument("--out-jsonl", default=None,
                          help="JSON lines, one object per frame, all streams (docs/output-schema.md); "
@@ -448,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="test = im1001-im2000, train = im0001-im1000 (LSP); default test")
     for dataset_parser, handler in ((coco, _command_eval_coco), (lsp, _command_eval_lsp)):
         _add_model_options(dataset_parser)
+        _add_mode_options(dataset_parser)
         dataset_parser.add_argument("--max-images", type=_positive, default=None, help="evaluate the first N only")
         dataset_parser.add_argument("--out-json", default=None, help="also write the metrics here")
         dataset_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -488,6 +565,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-iters", type=_positive, default=None, metavar="N",
                        help="stop at step N (the schedule shortens to match); for smoke tests")
     train.set_defaults(handler=_command_train)
+
+    deeppose = commands.add_parser(
+        "train-deeppose", help="train the DeepPose cascade (stage by stage) and score each stage on LSP",
+        description="Train the DeepPose regressor cascade from a TOML config (docs/deeppose.md): stage 1 on whole "
+                    "images, then each refinement stage on crops around the previous stage's estimates; after "
+                    "every stage, strict PCP and PCK@0.2 on LSP test go to the run folder.")
+    deeppose.add_argument("--config", required=True, help="e.g. trainers/configs/deeppose-cpu.toml")
+    deeppose.add_argument("--out", default=None,
+                          help="run folder (default: runs/<config name>, or the resumed checkpoint's folder)")
+    deeppose.add_argument("--resume", default=None, metavar="CKPT",
+                          help="continue from a stage checkpoint (normally the run's last.pt)")
+    deeppose.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
+                          help="where to train (default: the config's [train] device)")
+    deeppose.add_argument("--stages", type=_positive, default=None, metavar="N",
+                          help="train stages 1..N (default: the config's [cascade] stages)")
+    deeppose.add_argument("--max-iters", type=_positive, default=None, metavar="N",
+                          help="at most N steps per stage (the schedule shortens to match); for smoke tests")
+    deeppose.set_defaults(handler=_command_train_deeppose)
 
     export = commands.add_parser(
         "export", help="export a trainer checkpoint to ONNX (and INT8), checked against PyTorch",

@@ -183,3 +183,6 @@ def print_summary(reports: list[StreamReport], timing: dict[str, float], out: Te
               f"parse {timing['parse_ms_per_frame']:.2f} ms/frame over {timing['frames']} frames"
               + (f", {timing['people_dropped']} people over capacity dropped" if timing.get("people_dropped") else ""),
               file=out)
+    if "detect_ms_per_frame" in timing:  # top-down mode
+        print(f"top-down: detect {timing['detect_ms_per_frame']:.2f} ms/frame on {timing['detector_frames']} "
+              f"frames, crop {timing['crop_ms_per_frame']:.2f} ms/frame, {timing['crops']} crops", file=out)

@@ -41,6 +41,10 @@ from pipeline.tracking import PoseTracker, TrackerConfig
 from pipeline.types import Frame, Person
 
 Estimate = Callable[[list[np.ndarray]], list[list[Person]]]
+# An estimator that keeps per-stream state (top-down's carried boxes) sets ``wants_stream_keys = True``: it is
+# then called as ``estimate(images, streams=[key per image])`` and told ``estimate.end_stream(index)`` after a
+# stream's last frame. The key is the stream's index for a video stream, whose frames always reach it in order,
+# and None for image and folder streams, whose pictures are unrelated (no state carries between them).
 DEFAULT_FPS = 25.0  # for overlay videos and pacing of sources that carry no frame rate
 
 
@@ -334,8 +338,9 @@ class _Stream:
 class Runtime:
     """The stage graph for ``streams``: ``start()``, then ``wait()``; ``request_stop()`` from anywhere.
 
-    ``estimate`` is called from one thread only (the inference stage). ``notify`` receives one line per
-    stream failure, as it happens (the CLI prints it).
+    ``estimate`` is called from one thread only (the inference stage), with stream keys when it sets
+    ``wants_stream_keys`` (see ``Estimate``). ``notify`` receives one line per stream failure, as it happens
+    (the CLI prints it).
     """
 
     def __init__(self, streams: Sequence[StreamSpec], estimate: Estimate, config: RuntimeConfig = RuntimeConfig(),
@@ -348,6 +353,7 @@ class Runtime:
         if len(self.metrics.streams) != len(self.specs):
             raise ValueError("metrics were made for a different number of streams")
         self._estimate = estimate
+        self._stream_keys = bool(getattr(estimate, "wants_stream_keys", False))
         self._notify = notify or (lambda message: None)
         self._hub = threading.Condition()
         self._stop = threading.Event()
@@ -510,6 +516,8 @@ class Runtime:
                     self._streams[stream_index].inbox.put((item, people))
                 for stream_index in ended:
                     ended_streams.add(stream_index)
+                    if self._stream_keys:
+                        self._estimate.end_stream(stream_index)  # type: ignore[attr-defined]
                     self._streams[stream_index].inbox.put(_END)
         except Exception as error:  # a bug in the graph itself: fail every stream rather than hang
             for stream in self._streams:
@@ -527,7 +535,7 @@ class Runtime:
             return []
         started = time.monotonic()
         try:
-            people = self._estimate([item.frame.image for _, item in batch])
+            people = self._call_estimate(batch)
         except Exception as error:
             first_error = error
         else:
@@ -541,12 +549,19 @@ class Runtime:
         for stream_index in streams:
             part = [entry for entry in batch if entry[0] == stream_index]
             try:
-                people = self._estimate([item.frame.image for _, item in part])
+                people = self._call_estimate(part)
             except Exception as error:
                 self._fail_inference(part, error)
                 continue
             done.extend(zip(part, people))
         return done
+
+    def _call_estimate(self, entries: list[BatchEntry]) -> list[list[Person]]:
+        images = [item.frame.image for _, item in entries]
+        if self._stream_keys:
+            keys = [stream if self._streams[stream].kind == "video" else None for stream, _ in entries]
+            return self._estimate(images, streams=keys)  # type: ignore[call-arg]
+        return self._estimate(images)
 
     def _fail_inference(self, part: list[BatchEntry], error: Exception) -> None:
         stream = self._streams[part[0][0]]

@@ -40,6 +40,9 @@ class StreamsConfig:
     threads: int = 0
     device: str | None = None  # None: the backend's default (CPU)
     parse_device: str | None = None  # None: cpu
+    mode: str = "bottom-up"  # or "top-down" (docs/topdown.md)
+    detector: str | None = None  # top-down's person detector; None: yolox-nano from the shared folder
+    detect_every: int = 1  # top-down: run the detector on every K-th frame of a stream
     batch: int = _RUNTIME_DEFAULTS.batch_size
     batch_wait_ms: float = _RUNTIME_DEFAULTS.batch_wait_ms
     queue_size: int = _RUNTIME_DEFAULTS.queue_size
@@ -64,6 +67,7 @@ GLOBAL_KEYS = {
     "model": "str", "backend": "str", "input_height": "int", "threads": "int", "device": "str",
     "parse_device": "str", "batch": "int", "batch_wait_ms": "number", "queue_size": "int", "live_queue_size": "int",
     "metrics_port": "int", "metrics_host": "str", "stats_interval_s": "number",
+    "mode": "str", "detector": "str", "detect_every": "int",
     "outputs": "table", "tracking": "table", "defaults": "table", "streams": "list",
 }
 OUTPUT_KEYS = {"jsonl": "str", "video": "str"}
@@ -200,11 +204,15 @@ def parse_streams_config(data: dict, path: str, overrides: Mapping[str, Any] | N
     values = dict(path=path, model=model, streams=tuple(streams), tracking=_tracking(data.get("tracking", {}), check))
     if "parse_device" in data and data["parse_device"] not in ("cpu", "cuda"):
         raise check.error("parse_device", f"must be cpu or cuda, got {data['parse_device']!r}")
+    if "mode" in data and data["mode"] not in ("bottom-up", "top-down"):
+        raise check.error("mode", f"must be bottom-up or top-down, got {data['mode']!r}")
+    if "detector" in data:
+        values["detector"] = _resolve(data["detector"], base)
     for key in ("backend", "input_height", "threads", "device", "parse_device", "batch", "batch_wait_ms", "queue_size", "live_queue_size",
-                "metrics_port", "metrics_host", "stats_interval_s"):
+                "metrics_port", "metrics_host", "stats_interval_s", "mode", "detect_every"):
         if key in data:
             values[key] = data[key]
-    for key in ("input_height", "batch", "queue_size", "live_queue_size"):
+    for key in ("input_height", "batch", "queue_size", "live_queue_size", "detect_every"):
         if key in data and data[key] < 1:
             raise check.error(key, f"must be >= 1, got {data[key]}")
     for key in ("threads", "batch_wait_ms", "stats_interval_s"):
