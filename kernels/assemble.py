@@ -2,9 +2,60 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
+
+
+class AssignScratch(NamedTuple):
+    """assign's working memory for capacity M, allocated once (a NamedTuple of arrays: Numba reads its fields)."""
+
+    row_candidates: np.ndarray  # M int32: positive candidates per peak a
+    col_candidates: np.ndarray  # M int32: positive candidates per peak b
+    contested_rows: np.ndarray  # M int32
+    contested_cols: np.ndarray  # M int32
+    cost: np.ndarray  # M x M float64: the Hungarian's cost matrix
+    row_of_col: np.ndarray  # M + 1 int64
+    u: np.ndarray  # M + 1 float64: row potentials
+    v: np.ndarray  # M + 1 float64: column potentials
+    min_slack: np.ndarray  # M + 1 float64
+    way: np.ndarray  # M + 1 int64
+    used: np.ndarray  # M + 1 bool
+
+
+def allocate_assign_scratch(max_peaks: int) -> AssignScratch:
+    m = max_peaks
+    return AssignScratch(
+        row_candidates=np.zeros(m, np.int32), col_candidates=np.zeros(m, np.int32),
+        contested_rows=np.zeros(m, np.int32), contested_cols=np.zeros(m, np.int32),
+        cost=np.zeros((m, m), np.float64), row_of_col=np.zeros(m + 1, np.int64), u=np.zeros(m + 1, np.float64),
+        v=np.zeros(m + 1, np.float64), min_slack=np.zeros(m + 1, np.float64), way=np.zeros(m + 1, np.int64),
+        used=np.zeros(m + 1, np.bool_),
+    )
+
+
+class ConnectScratch(NamedTuple):
+    """connect_parts' working memory for L limbs, K keypoints and capacity M: every match can start at most one
+    person, so L * M candidate people."""
+
+    parts: np.ndarray  # L*M x K int32: peak index per keypoint of each candidate person
+    totals: np.ndarray  # L*M float32
+    part_counts: np.ndarray  # L*M int32
+    alive: np.ndarray  # L*M bool: False once merged into another person
+    owner: np.ndarray  # K x M int32: the person owning each peak, -1 for none
+    order: np.ndarray  # L*M int64: kept people, best first
+    final_scores: np.ndarray  # L*M float32
+
+
+def allocate_connect_scratch(keypoints: int, limbs: int, max_peaks: int) -> ConnectScratch:
+    people = limbs * max_peaks
+    return ConnectScratch(
+        parts=np.zeros((people, keypoints), np.int32), totals=np.zeros(people, np.float32),
+        part_counts=np.zeros(people, np.int32), alive=np.zeros(people, np.bool_),
+        owner=np.zeros((keypoints, max_peaks), np.int32), order=np.zeros(people, np.int64),
+        final_scores=np.zeros(people, np.float32),
+    )
 
 
 @dataclass(frozen=True)
@@ -23,6 +74,8 @@ class ParseBuffers:
     person_parts: np.ndarray  # N x P x K int32 peak index per keypoint, -1 when missing
     person_scores: np.ndarray  # N x P float32
     people_dropped: np.ndarray  # N int32 -- people beyond capacity P, counted not kept
+    assign_scratch: AssignScratch  # working memory, so the chain allocates nothing per call
+    connect_scratch: ConnectScratch
 
     @property
     def batch_capacity(self) -> int:
@@ -44,6 +97,8 @@ def allocate_parse_buffers(frames: int, keypoints: int, limbs: int, max_peaks: i
         person_parts=np.full((n, p, k), -1, np.int32),
         person_scores=np.zeros((n, p), np.float32),
         people_dropped=np.zeros(n, np.int32),
+        assign_scratch=allocate_assign_scratch(m),
+        connect_scratch=allocate_connect_scratch(k, l, m),
     )
 
 
@@ -97,28 +152,24 @@ def _hungarian_min(cost, rows, cols, row_of_col, u, v, min_slack, way, used):
 
 
 @njit(nogil=True, cache=True)
-def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match_scores):
+def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match_scores, scratch):
     """Per-limb maximum-weight bipartite matching (Hungarian) over candidates with a positive score.
 
     limb_scores: N x L x M x M; only the first ``frames`` frames are read.
     match_counts: N x L int32 (out); matches: N x L x M x 2 int32 (out, -1 past the count);
     match_scores: N x L x M (out, 0 past the count); matches sorted by score, best first.
+    scratch: AssignScratch for capacity >= M (allocate_assign_scratch), overwritten.
     A candidate that is the only one of both its peaks is matched directly; the Hungarian method runs
     only on the rest (contested peaks), which gives the same optimum because the two parts share no
     candidate. Equal-score alternatives may be broken differently from scipy's solver.
     """
-    capacity = limb_scores.shape[2]
-    row_candidates = np.empty(capacity, np.int32)
-    col_candidates = np.empty(capacity, np.int32)
-    contested_rows = np.empty(capacity, np.int32)
-    contested_cols = np.empty(capacity, np.int32)
-    cost = np.empty((capacity, capacity), np.float64)
-    row_of_col = np.empty(capacity + 1, np.int64)
-    u = np.empty(capacity + 1, np.float64)
-    v = np.empty(capacity + 1, np.float64)
-    min_slack = np.empty(capacity + 1, np.float64)
-    way = np.empty(capacity + 1, np.int64)
-    used = np.empty(capacity + 1, np.bool_)
+    row_candidates = scratch.row_candidates
+    col_candidates = scratch.col_candidates
+    contested_rows = scratch.contested_rows
+    contested_cols = scratch.contested_cols
+    cost = scratch.cost
+    row_of_col, u, v, min_slack, way, used = (scratch.row_of_col, scratch.u, scratch.v, scratch.min_slack,
+                                              scratch.way, scratch.used)
     for n in range(frames):
         for l in range(limbs.shape[0]):
             count_a = peak_counts[n, limbs[l, 0]]
@@ -219,7 +270,7 @@ def _add_part(parts, totals, part_counts, owner, person, keypoint, peak, score):
 @njit(nogil=True, cache=True)
 def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_scores, frames,
                   min_parts, min_mean_score, limb_weight, person_counts, person_parts, person_scores,
-                  people_dropped):
+                  people_dropped, scratch):
     """Grow people from matched limbs, limb by limb in the sidecar's order (parents before children).
 
     A match extends the person that owns one of its peaks, starts a person when neither peak is owned,
@@ -231,21 +282,17 @@ def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_sc
 
     redundant: L bool; peak_scores: N x K x M. Outputs: person_counts N, person_parts N x P x K (peak
     index or -1), person_scores N x P (sorted best first), people_dropped N (over capacity P).
+    scratch: ConnectScratch for at least these L, K and M (allocate_connect_scratch), overwritten.
     """
     n_keypoints = peak_scores.shape[1]
     capacity_peaks = peak_scores.shape[2]
     capacity_people = person_parts.shape[1]
-    # Working room: every match can start at most one person.
-    work_capacity = matches.shape[1] * matches.shape[2]
-    parts = np.empty((work_capacity, n_keypoints), np.int32)
-    totals = np.empty(work_capacity, np.float32)
-    part_counts = np.empty(work_capacity, np.int32)
-    alive = np.empty(work_capacity, np.bool_)
-    owner = np.empty((n_keypoints, capacity_peaks), np.int32)
-    order = np.empty(work_capacity, np.int64)
-    final_scores = np.empty(work_capacity, np.float32)
+    parts, totals, part_counts, alive = scratch.parts, scratch.totals, scratch.part_counts, scratch.alive
+    owner, order, final_scores = scratch.owner, scratch.order, scratch.final_scores
     for n in range(frames):
-        owner[:] = -1
+        for k in range(n_keypoints):
+            for m in range(capacity_peaks):
+                owner[k, m] = -1
         people = 0
         for l in range(limbs.shape[0]):
             ka = limbs[l, 0]
@@ -297,15 +344,21 @@ def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_sc
                 continue
             if totals[person] / part_counts[person] < min_mean_score:
                 continue
-            order[kept] = person
-            final_scores[kept] = min(1.0, totals[person] / (n_keypoints + limb_weight))
+            # Insertion into the best-first list; equal scores keep creation order.
+            score = min(1.0, totals[person] / (n_keypoints + limb_weight))
+            rank = kept
+            while rank > 0 and final_scores[rank - 1] < score:
+                order[rank] = order[rank - 1]
+                final_scores[rank] = final_scores[rank - 1]
+                rank -= 1
+            order[rank] = person
+            final_scores[rank] = score
             kept += 1
-        ranking = np.argsort(-final_scores[:kept], kind="mergesort")  # stable: ties keep creation order
         stored = min(kept, capacity_people)
         for rank in range(stored):
-            person = order[ranking[rank]]
+            person = order[rank]
             person_parts[n, rank, :] = parts[person, :]
-            person_scores[n, rank] = final_scores[ranking[rank]]
+            person_scores[n, rank] = final_scores[rank]
         for rank in range(stored, capacity_people):
             person_parts[n, rank, :] = -1
             person_scores[n, rank] = 0.0

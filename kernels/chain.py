@@ -66,7 +66,8 @@ def parse_maps(heatmaps, pafs, tables: SkeletonTables, config: ParseConfig, buff
                         config.paf_samples, config.paf_min_sample_score, config.paf_min_sample_fraction,
                         config.paf_length_prior, buffers.limb_scores)
     ops.assign(buffers.limb_scores, tables.limbs, buffers.peak_counts, frames,
-               buffers.match_counts, buffers.matches, buffers.match_scores)
+               buffers.match_counts, buffers.matches, buffers.match_scores, buffers.assign_scratch)
     ops.connect_parts(buffers.matches, buffers.match_scores, buffers.match_counts, tables.limbs, tables.redundant,
                       buffers.peak_scores, frames, config.min_parts, config.min_mean_score, tables.limb_weight,
-                      buffers.person_counts, buffers.person_parts, buffers.person_scores, buffers.people_dropped)
+                      buffers.person_counts, buffers.person_parts, buffers.person_scores, buffers.people_dropped,
+                      buffers.connect_scratch)

@@ -723,9 +723,12 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     args.finish()
 
 
-def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match_scores, *, stream=None):
+def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match_scores, scratch=None, *,
+           stream=None):
     """CUDA twin of kernels.assemble.assign: per (frame, limb) the maximum-score assignment (scipy's algorithm,
-    ported), positive pairs kept best first. Scores must be finite, as paf_score_graph's always are."""
+    ported), positive pairs kept best first. Scores must be finite, as paf_score_graph's always are.
+    ``scratch`` is accepted for the shared signature and not used: each device thread keeps its working
+    memory in local arrays."""
     capacity = limb_scores.shape[2]
     if capacity > MAX_ASSIGN_PEAKS:
         raise ValueError(f"assign on the device handles M <= {MAX_ASSIGN_PEAKS} peaks per keypoint, not {capacity}")
@@ -744,7 +747,7 @@ def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match
 
 
 def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_scores, frames, min_parts,
-                  min_mean_score, limb_weight, person_counts, person_parts, person_scores, people_dropped, *,
+                  min_mean_score, limb_weight, person_counts, person_parts, person_scores, people_dropped, scratch, *,
                   stream=None):
     """kernels.assemble.connect_parts on the host, by design: it is sequential per frame and its inputs are the
     compact match lists. Device inputs are copied to the host (parse_on_device copies them anyway), device
@@ -758,7 +761,7 @@ def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_sc
             for array, device in zip(arrays, on_device)]
     if any(device is not None for device in on_device):
         _synchronize(stream)
-    _host_connect_parts(*host[:6], int(frames), min_parts, min_mean_score, limb_weight, *host[6:])
+    _host_connect_parts(*host[:6], int(frames), min_parts, min_mean_score, limb_weight, *host[6:], scratch)
     outputs = list(zip(on_device[6:], host[6:]))
     for device, result in outputs:
         if device is not None:
@@ -842,6 +845,9 @@ def allocate_device_parse_buffers(frames: int, keypoints: int, limbs: int, max_p
     template = allocate_parse_buffers(frames, keypoints, limbs, max_peaks, max_people)
     host = {}
     for name, array in vars(template).items():
+        if not isinstance(array, np.ndarray):
+            host[name] = array  # the host kernels' scratch: never copied, no need to pin
+            continue
         pinned = cuda.pinned_array(array.shape, array.dtype)  # page-locked: copies are asynchronous and fast
         pinned[...] = array
         host[name] = pinned
@@ -929,5 +935,6 @@ def parse_on_device(heatmaps, pafs, tables: SkeletonTables | DeviceTables, confi
     _synchronize(stream)
     _host_connect_parts(host.matches, host.match_scores, host.match_counts, skeleton.limbs, skeleton.redundant,
                         host.peak_scores, frames, config.min_parts, config.min_mean_score, skeleton.limb_weight,
-                        host.person_counts, host.person_parts, host.person_scores, host.people_dropped)
+                        host.person_counts, host.person_parts, host.person_scores, host.people_dropped,
+                        host.connect_scratch)
     return ParseTransfer(frames, copied)

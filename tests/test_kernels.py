@@ -203,9 +203,11 @@ def test_assign_leaves_no_stale_matches_past_the_count(backend):
     match_scores = np.zeros((1, 1, 2), np.float32)
     limb_scores = np.zeros((1, 1, 2, 2), np.float32)
     limb_scores[0, 0, 0, 0] = 0.9
-    backend.assign(limb_scores, limbs, peak_counts, 1, match_counts, matches, match_scores)
+    backend.assign(limb_scores, limbs, peak_counts, 1, match_counts, matches, match_scores,
+                   kernels.allocate_assign_scratch(limb_scores.shape[2]))
     assert match_counts[0, 0] == 1 and matches[0, 0, 0].tolist() == [0, 0]
-    backend.assign(np.zeros_like(limb_scores), limbs, peak_counts, 1, match_counts, matches, match_scores)
+    backend.assign(np.zeros_like(limb_scores), limbs, peak_counts, 1, match_counts, matches, match_scores,
+                   kernels.allocate_assign_scratch(limb_scores.shape[2]))
     assert match_counts[0, 0] == 0 and (matches == -1).all() and (match_scores == 0).all()
 
 
@@ -421,7 +423,7 @@ def connect(ops: ModuleType, limbs: list[tuple[int, int]], redundant: list[bool]
     buffers = ops.allocate_parse_buffers(1, num_keypoints, len(limbs), max_peaks, max_people)
     ops.connect_parts(matches, match_scores, match_counts, limbs_array, redundant_array, peak_scores, 1, min_parts,
                       min_mean_score, limb_weight, buffers.person_counts, buffers.person_parts,
-                      buffers.person_scores, buffers.people_dropped)
+                      buffers.person_scores, buffers.people_dropped, buffers.connect_scratch)
     reference = reference_connect_parts(matches, match_scores, match_counts, limbs_array, redundant_array,
                                         peak_scores, min_parts, min_mean_score, limb_weight, max_people)
 
@@ -600,7 +602,8 @@ def test_assign_reaches_scipys_optimum_on_dense_contested_candidates(backend, se
     match_counts = np.zeros((1, 1), np.int32)
     matches = np.full((1, 1, capacity, 2), -1, np.int32)
     match_scores = np.zeros((1, 1, capacity), np.float32)
-    backend.assign(limb_scores, limbs, peak_counts, 1, match_counts, matches, match_scores)
+    backend.assign(limb_scores, limbs, peak_counts, 1, match_counts, matches, match_scores,
+                   kernels.allocate_assign_scratch(limb_scores.shape[2]))
     found = match_counts[0, 0]
     pairs = matches[0, 0, :found]
     assert len(set(pairs[:, 0].tolist())) == found and len(set(pairs[:, 1].tolist())) == found

@@ -227,7 +227,7 @@ def test_assign_on_the_device_is_scipys_even_with_ties(seed):
     match_counts = np.zeros((frames, len(limbs)), np.int32)
     matches = np.zeros((frames, len(limbs), capacity, 2), np.int32)  # stale values must be overwritten
     match_scores = np.ones((frames, len(limbs), capacity), np.float32)
-    cuda_kernels.assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match_scores)
+    cuda_kernels.assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match_scores, None)
     expected_counts, expected_matches, expected_scores = reference_assign(limb_scores, limbs, peak_counts)
     np.testing.assert_array_equal(match_counts, expected_counts)
     np.testing.assert_array_equal(matches, expected_matches)
