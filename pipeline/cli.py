@@ -111,8 +111,8 @@ def _build_estimator(args: argparse.Namespace):
     from pipeline.model import load_model_spec
 
     spec = load_model_spec(args.model)
-    backend = create_backend(spec, BackendConfig(name=args.backend, threads=args.threads,
-                                                 device=args.device or "CPU"))
+    backend = create_backend(spec, BackendConfig(name=args.backend, threads=args.threads, device=args.device or "CPU",
+                                                 max_batch=getattr(args, "batch", None) or 1))
     if getattr(args, "mode", None) == "top-down":
         return _build_top_down(args, spec, backend)
     return BottomUpEstimator(spec, backend, EstimatorConfig(input_height=args.input_height,
@@ -208,7 +208,8 @@ def _run_config_from_file(args: argparse.Namespace):
                                                     device=options.device, parse_device=options.parse_device,
                                                     mode=options.mode, detector=options.detector,
                                                     detect_every=options.detect_every,
-                                                    detector_score=args.detector_score, crop_size=args.crop_size))
+                                                    detector_score=args.detector_score, crop_size=args.crop_size,
+                                                    batch=options.batch))
     streams = options.streams
     if not any(spec.out_jsonl or spec.overlay for spec in streams):
         # asked for nothing: JSON lines on stdout, like any Unix filter

@@ -58,6 +58,21 @@ def test_builtin_names_point_at_shipped_sidecars():
     assert HPE_SIDECAR.is_file()
 
 
+def test_the_default_model_ships_inside_the_package_and_runs():
+    """No ../shared needed: our own trained model (lightpose-xs) is in pipeline/models, under 10 MB, and it is
+    what runs when --model is not given."""
+    spec = load_model_spec(None)
+    assert spec == load_model_spec("lightpose-xs")
+    assert spec.sidecar_path.parent == HPE_SIDECAR.parent and spec.model_path.parent == HPE_SIDECAR.parent
+    assert spec.model_path.suffix == ".onnx" and spec.model_path.stat().st_size < 10 * 2**20
+    assert (spec.num_keypoints, len(spec.limbs), spec.stride) == (18, 19, 8)
+    assert spec.limbs == load_model_spec("hpe-0001").limbs  # the same OpenPose COCO-18 layout
+    backend = create_backend(spec, BackendConfig())  # checks the sidecar against the network
+    assert backend.name == "onnxruntime"
+    heatmaps, pafs = backend.infer(np.zeros((2, 3, 64, 96), np.float32))
+    assert heatmaps.shape == (2, 19, 8, 12) and pafs.shape == (2, 38, 8, 12)
+
+
 @pytest.mark.shared
 def test_hpe_sidecar_loads(shared):
     spec = load_model_spec("hpe-0001")
@@ -77,7 +92,6 @@ def test_hpe_sidecar_loads(shared):
     # Every PAF channel is used exactly once, and the limbs use only known keypoints.
     assert sorted(c for pair in spec.paf_channels for c in pair) == list(range(38))
     assert all(0 <= k < 18 for limb in spec.limbs for k in limb)
-    assert load_model_spec(None) == spec  # the default model
 
 
 @pytest.mark.shared
@@ -100,7 +114,7 @@ def test_hpe_sidecar_validates_against_real_ir(shared):
 
 def test_resolve_sidecar_accepts_name_sidecar_path_and_model_path(tiny_model):
     assert resolve_sidecar("hpe-0001") == HPE_SIDECAR
-    assert resolve_sidecar(None) == HPE_SIDECAR
+    assert resolve_sidecar(None) == HPE_SIDECAR.parent / "posestream-lightpose-xs.pose.json"
     assert resolve_sidecar(str(HPE_SIDECAR)) == HPE_SIDECAR
     sidecar_beside = tiny_model.with_name("tiny.pose.json")
     assert resolve_sidecar(str(tiny_model)) == sidecar_beside
@@ -348,6 +362,20 @@ def test_openvino_runs_the_same_onnx_with_the_same_outputs(tiny_model, tiny_batc
     for pairs in _run_both_backends(tiny_model, tiny_batches):
         for ov_maps, ort_maps in pairs:
             np.testing.assert_allclose(ov_maps, ort_maps, atol=1e-4)
+
+
+def test_openvino_serves_every_batch_size_from_one_compiled_model(tiny_model, tiny_batches):
+    """The batcher forms batches of any size up to --batch: one model compiled with a dynamic batch serves
+    them all (a static one per size cost ~25 MiB each and grew a 16-camera soak in steps), and each image's
+    maps are the same whatever batch it came in."""
+    backend = create_backend(load_model_spec(str(tiny_model)), BackendConfig(name="openvino", max_batch=3))
+    batch = tiny_batches[3]
+    together = backend.infer(batch)
+    for n in (1, 2):
+        alone = backend.infer(batch[:n])
+        for maps_alone, maps_together in zip(alone, together):
+            np.testing.assert_allclose(maps_alone, maps_together[:n], atol=1e-5)
+    assert len(backend._compiled) == 1  # one input size, one compiled model
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
