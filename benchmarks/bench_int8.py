@@ -77,10 +77,10 @@ def inference_ms(backend, height: int, width: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(model: Path, lsp_images: int, repeats: int, threads: int) -> dict:
+def measure(model: Path, lsp_images: int, repeats: int, threads: int, input_height: int | None) -> dict:
     spec = load_model_spec(str(model))
     backend = create_backend(spec, BackendConfig(name="onnxruntime", threads=threads))
-    estimator = BottomUpEstimator(spec, backend, EstimatorConfig())
+    estimator = BottomUpEstimator(spec, backend, EstimatorConfig(input_height=input_height))
     shared = shared_dir()
     lsp = evaluate_lsp(shared / "data/lsp", "test", estimator, LspEvalConfig(max_images=lsp_images, show_progress=False))
     coco = evaluate_coco(shared / "data/mmpose/coco", shared / "data/mmpose/coco/test_coco.json", estimator,
@@ -105,6 +105,8 @@ def main() -> int:
     parser.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
     parser.add_argument("--target", default="cpu", choices=("cpu", "tensorrt"), help="INT8 layout (default cpu)")
     parser.add_argument("--lsp-images", type=int, default=200, help="LSP test images for PCK (default 200)")
+    parser.add_argument("--input-height", type=int, default=None,
+                        help="network input height for the accuracy runs (default: the sidecar's)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "int8.json"))
@@ -129,8 +131,8 @@ def main() -> int:
             int8 = report.int8_path
             calibration = {"source": args.calib, "images": report.calibration_images, "method": args.calib_method,
                            "target": args.target, "seconds": report.seconds}
-        rows = {"fp32": measure(fp32, args.lsp_images, args.repeats, args.threads),
-                "int8": measure(int8, args.lsp_images, args.repeats, args.threads)}
+        rows = {"fp32": measure(fp32, args.lsp_images, args.repeats, args.threads, args.input_height),
+                "int8": measure(int8, args.lsp_images, args.repeats, args.threads, args.input_height)}
         agreement = compare_models(fp32, int8, sample_images("mmpose-coco", 4))
 
     columns = ["pck_0.2", "coco_ap"] + [f"ms_{h}x{w}" for h, w in SPEED_SIZES] + ["bytes"]
@@ -155,6 +157,7 @@ def main() -> int:
         "speedup": speedups,
         "agreement": agreement.__dict__,
         "lsp_images": args.lsp_images,
+        "input_height": args.input_height,
         "repeats": args.repeats,
         "threads": args.threads,
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),

@@ -21,8 +21,12 @@ SIDECAR_SUFFIX = ".pose.json"
 SIDECAR_FORMAT = "posestream.pose/1"
 BUILTIN_DIR = Path(__file__).resolve().parent / "models"
 # Short names for sidecars shipped in pipeline/models/.
-BUILTIN_MODELS = {"hpe-0001": "human-pose-estimation-0001.pose.json"}
-DEFAULT_MODEL = "hpe-0001"
+BUILTIN_MODELS = {
+    "lightpose-xs": "posestream-lightpose-xs.pose.json",  # ours: trained by trainers/ (docs/trainers.md), shipped
+    "lightpose-xs-int8": "posestream-lightpose-xs.int8.pose.json",  # the same, INT8 (QDQ) for CPUs
+    "hpe-0001": "human-pose-estimation-0001.pose.json",  # Intel's, from ../shared
+}
+DEFAULT_MODEL = "lightpose-xs"
 # Which backend runs a model file by default, by suffix (the sidecar names the file).
 BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt",
                      ".pt": "torch"}

@@ -219,7 +219,7 @@ def test_gpu_parse_on_a_host_backend_is_a_clear_error(capsys, tiny_model, tmp_pa
 @pytest.mark.shared
 def test_onnxruntime_backend_on_the_xml_model(capsys, shared, tmp_path):
     images = write_test_images(tmp_path / "images", 1)
-    code, out, err = cli(capsys, "run", images[0], "--backend", "onnxruntime")
+    code, out, err = cli(capsys, "run", images[0], "--model", "hpe-0001", "--backend", "onnxruntime")
     assert code == 1
     assert out == ""
     lines = error_lines(err)
@@ -355,13 +355,15 @@ VTEST_FRAMES = 12
 
 @pytest.fixture(scope="module")
 def vtest_run(shared, tmp_path_factory):
-    """``posestream run vtest.avi --max-frames 12 --out-jsonl --out-video``, once for the tests below."""
+    """``posestream run vtest.avi --model hpe-0001 --max-frames 12 --out-jsonl --out-video``, once for the tests
+    below."""
     out = tmp_path_factory.mktemp("vtest_run")
     jsonl, video = out / "people.jsonl", out / "overlay.mp4"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["run", str(shared / VTEST), "--max-frames", str(VTEST_FRAMES), "--out-jsonl", str(jsonl),
-                     "--out-video", str(video), "--no-progress"])
+        # hpe-0001: these tests are about tracking and outputs on people the detector reliably finds.
+        code = main(["run", str(shared / VTEST), "--model", "hpe-0001", "--max-frames", str(VTEST_FRAMES),
+                     "--out-jsonl", str(jsonl), "--out-video", str(video), "--no-progress"])
     return {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "jsonl": jsonl,
             "video": video, "source": str(shared / VTEST)}
 
@@ -521,7 +523,7 @@ def printed_json(stdout: str) -> dict:
 @pytest.mark.shared
 def test_eval_coco_on_real_data(capsys, shared, tmp_path):
     out_json = tmp_path / "metrics.json"
-    code, out, err = cli(capsys, "eval", "coco", "--images", shared / COCO_DIR,
+    code, out, err = cli(capsys, "eval", "coco", "--images", shared / COCO_DIR, "--model", "hpe-0001",
                          "--ann", shared / COCO_DIR / "test_coco.json", "--out-json", out_json, "--no-progress")
     assert code == 0, err
     metrics = printed_json(out)

@@ -272,7 +272,7 @@ def test_cli_run_top_down_writes_people(capsys, shared, tmp_path):
 
 @pytest.mark.shared
 def test_cli_eval_coco_top_down_prints_ap(capsys, shared):
-    code = main(["eval", "coco", "--mode", "top-down", "--images", str(shared / COCO_DIR),
+    code = main(["eval", "coco", "--mode", "top-down", "--model", "hpe-0001", "--images", str(shared / COCO_DIR),
                  "--ann", str(shared / COCO_DIR / "test_coco.json"), "--no-progress"])
     out, err = capsys.readouterr()
     assert code == 0, err
