@@ -17,6 +17,23 @@ from pipeline.skeleton import coco17_index_map
 from pipeline.types import Person, boxes_around_keypoints
 
 
+def skeleton_tables(spec: ModelSpec) -> SkeletonTables:
+    """A model's skeleton (from its sidecar) as the parse kernels read it."""
+    redundant = np.zeros(len(spec.limbs), np.bool_)
+    redundant[list(spec.redundant_limbs)] = True
+    return SkeletonTables(num_keypoints=spec.num_keypoints, limbs=np.asarray(spec.limbs, np.int32).reshape(-1, 2),
+                          paf_channels=np.asarray(spec.paf_channels, np.int32).reshape(-1, 2), redundant=redundant)
+
+
+def parse_buffers_for(buffers: kernels.ParseBuffers | None, frames: int, spec: ModelSpec,
+                      config: ParseConfig) -> kernels.ParseBuffers:
+    """``buffers`` when they hold ``frames`` frames, else new ones: allocated once per larger batch, then reused."""
+    if buffers is None or buffers.batch_capacity < frames:
+        buffers = kernels.allocate_parse_buffers(frames, spec.num_keypoints, len(spec.limbs), config.max_peaks,
+                                                 config.max_people)
+    return buffers
+
+
 @dataclass(frozen=True)
 class EstimatorConfig:
     input_height: int | None = None  # network input height for resizable models; None = sidecar's
@@ -45,12 +62,7 @@ class BottomUpEstimator:
         self.backend = backend
         self.config = config
         self.stats = EstimatorStats()
-        redundant = np.zeros(len(spec.limbs), np.bool_)
-        redundant[list(spec.redundant_limbs)] = True
-        self._tables = SkeletonTables(num_keypoints=spec.num_keypoints,
-                                      limbs=np.asarray(spec.limbs, np.int32).reshape(-1, 2),
-                                      paf_channels=np.asarray(spec.paf_channels, np.int32).reshape(-1, 2),
-                                      redundant=redundant)
+        self._tables = skeleton_tables(spec)
         index_map = np.asarray(coco17_index_map(spec.keypoints), np.int64)
         self._coco_from_model = index_map
         self._buffers: kernels.ParseBuffers | None = None
@@ -72,10 +84,7 @@ class BottomUpEstimator:
         self.stats = EstimatorStats()
 
     def _buffers_for(self, frames: int) -> kernels.ParseBuffers:
-        if self._buffers is None or self._buffers.batch_capacity < frames:
-            parse = self.config.parse
-            self._buffers = kernels.allocate_parse_buffers(
-                frames, self.spec.num_keypoints, len(self.spec.limbs), parse.max_peaks, parse.max_people)
+        self._buffers = parse_buffers_for(self._buffers, frames, self.spec, self.config.parse)
         return self._buffers
 
     def __call__(self, images: list[np.ndarray]) -> list[list[Person]]:

@@ -23,11 +23,12 @@ from typing import Hashable, Sequence
 import numpy as np
 
 import kernels
-from kernels import ParseConfig, SkeletonTables
+from kernels import ParseConfig
 from kernels.boxes import oks_nms
 from kernels.crop import apply_affines, crop_affines, crop_normalise_cpu, expand_boxes
 from kernels.topdown import decode_single
 from pipeline.backends import Backend
+from pipeline.bottomup import parse_buffers_for, skeleton_tables
 from pipeline.detector import DetectorConfig, PersonDetector
 from pipeline.errors import PosestreamError
 from pipeline.model import ModelSpec
@@ -127,12 +128,7 @@ class TopDownEstimator:
         else:  # a fixed-size network takes crops of its own size
             height, width = spec.input.height, spec.input.width
         self.crop_height, self.crop_width = height, width
-        redundant = np.zeros(len(spec.limbs), np.bool_)
-        redundant[list(spec.redundant_limbs)] = True
-        self._tables = SkeletonTables(num_keypoints=spec.num_keypoints,
-                                      limbs=np.asarray(spec.limbs, np.int32).reshape(-1, 2),
-                                      paf_channels=np.asarray(spec.paf_channels, np.int32).reshape(-1, 2),
-                                      redundant=redundant)
+        self._tables = skeleton_tables(spec)
         index_map = np.asarray(coco17_index_map(spec.keypoints), np.int64)
         self._coco_known = index_map >= 0  # 17: COCO joints the model has
         self._coco_from_model = np.where(self._coco_known, index_map, 0)
@@ -154,10 +150,7 @@ class TopDownEstimator:
         self.stats = TopDownStats()
 
     def _buffers_for(self, crops: int) -> kernels.ParseBuffers:
-        if self._buffers is None or self._buffers.batch_capacity < crops:
-            parse = self.config.parse
-            self._buffers = kernels.allocate_parse_buffers(
-                crops, self.spec.num_keypoints, len(self.spec.limbs), parse.max_peaks, parse.max_people)
+        self._buffers = parse_buffers_for(self._buffers, crops, self.spec, self.config.parse)
         return self._buffers
 
     def end_stream(self, stream: Hashable) -> None:

@@ -25,3 +25,37 @@ def tiny_model(tmp_path_factory) -> Path:
     onnx_path = make_tiny_pose_onnx(folder / "tiny.onnx")
     write_json(folder / "tiny.pose.json", tiny_sidecar_data("tiny.onnx"))
     return onnx_path
+
+
+@pytest.fixture
+def compile_ptx_for_hopper(monkeypatch):
+    """A function (kernel's Python function, signature) -> PTX for sm_90, with or without a GPU: typing and
+    lowering that Numba's CUDA simulator never does. Skips in the simulator and where no CUDA compiler (NVVM,
+    libdevice) is installed."""
+    import kernels.cuda as cuda_kernels
+
+    if cuda_kernels.simulated():
+        pytest.skip("the simulator has no CUDA compiler")
+    import numba.cuda.api
+    import numba.cuda.dispatcher
+    from numba import cuda
+
+    class Hopper:
+        compute_capability = (9, 0)
+
+    # Device functions are compiled for the current device's architecture: without a GPU, name one.
+    if not cuda.is_available():
+        monkeypatch.setattr(numba.cuda.api, "get_current_device", Hopper, raising=False)
+        monkeypatch.setattr(numba.cuda.dispatcher, "get_current_device", Hopper, raising=False)
+
+    def compile_ptx(py_func, signature) -> str:
+        try:
+            ptx, _ = cuda.compile_ptx(py_func, signature, cc=(9, 0))
+        except Exception as error:  # no NVVM / libdevice, or a numba that insists on a driver
+            if type(error).__name__ in ("NvvmSupportError", "CudaSupportError", "NvvmError", "FileNotFoundError") \
+                    or "libNVVM" in str(error) or "libdevice" in str(error):
+                pytest.skip(f"no CUDA compiler here: {type(error).__name__}: {str(error)[:200]}")
+            raise
+        return ptx
+
+    return compile_ptx

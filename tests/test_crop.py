@@ -303,35 +303,16 @@ def test_device_arrays_in_and_out(swap_rb):
     assert_matches_reference("cuda", out, image, to_image, *IMAGENET, swap_rb, 114)
 
 
-def test_the_crop_kernel_compiles_for_a_real_gpu_when_the_cuda_compiler_is_here(monkeypatch):
+def test_the_crop_kernel_compiles_for_a_real_gpu_when_the_cuda_compiler_is_here(compile_ptx_for_hopper):
     """Typing and lowering for sm_90, which the simulator never does (NVVM is found through CUDA_HOME)."""
-    if cuda_kernels.simulated():
-        pytest.skip("the simulator has no CUDA compiler")
-    import numba.cuda.api
-    import numba.cuda.dispatcher
-    from numba import cuda, types
+    from numba import types
 
     from kernels import crop_cuda
-
-    class Hopper:
-        compute_capability = (9, 0)
-
-    # Device functions are compiled for the current device's architecture: without a GPU, name one.
-    if not cuda.is_available():
-        monkeypatch.setattr(numba.cuda.api, "get_current_device", Hopper, raising=False)
-        monkeypatch.setattr(numba.cuda.dispatcher, "get_current_device", Hopper, raising=False)
 
     f64 = types.float64
     signature = (types.Array(types.uint8, 3, "C"), types.Array(types.float64, 3, "C"), f64, types.int64,
                  types.int64, types.int64, f64, f64, f64, f64, f64, f64, types.Array(types.float32, 4, "C"))
-    try:
-        ptx, _ = cuda.compile_ptx(crop_cuda._crop_normalise_kernel.py_func, signature, cc=(9, 0))
-    except Exception as error:  # no NVVM / libdevice here
-        if type(error).__name__ in ("NvvmSupportError", "CudaSupportError", "NvvmError", "FileNotFoundError") \
-                or "libNVVM" in str(error) or "libdevice" in str(error):
-            pytest.skip(f"no CUDA compiler here: {type(error).__name__}: {str(error)[:200]}")
-        raise
-    assert ".entry" in ptx
+    assert ".entry" in compile_ptx_for_hopper(crop_cuda._crop_normalise_kernel.py_func, signature)
 
 
 def test_the_cuda_cases_pass_in_the_simulator():

@@ -72,16 +72,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, input_s
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "epoch": int(epoch),
         "step": int(step),
-        "train_config": _plain(train_config or {}),
-        "metrics": _plain(metrics or {}),
+        "train_config": plain(train_config or {}),
+        "metrics": plain(metrics or {}),
         "input_size": [int(height), int(width)],
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(data, partial)
-    os.replace(partial, path)
-    return path
+    return write_checkpoint_file(data, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -137,6 +132,16 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def _plain(values: dict) -> dict:
-    """JSON-plain values (paths become strings), which the safe unpickler in load_checkpoint accepts."""
+def write_checkpoint_file(data: dict, path: str | Path) -> Path:
+    """torch.save to a temporary name, then rename: a crash mid-write never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(data, partial)
+    os.replace(partial, path)
+    return path
+
+
+def plain(values: dict) -> dict:
+    """JSON-plain values (paths become strings), which torch.load(weights_only=True) reads back."""
     return json.loads(json.dumps(values, default=str))

@@ -389,15 +389,11 @@ class PoseTrainingSet(torch.utils.data.Dataset):
         return tuple(torch.from_numpy(a) for a in make_training_sample(sample, rng, self.config))
 
 
-class MixtureSampler(torch.utils.data.Sampler):
-    """Per epoch, ``samples`` keys (source index, seed): the source drawn with the given weights, the seed
-    fresh; both depend only on (seed, epoch), so a resumed run sees the same stream."""
+class ResumableSampler(torch.utils.data.Sampler):
+    """``samples`` keys per epoch that depend only on (seed, epoch): a resumed run draws the same epoch and
+    leaves out the keys it already trained on. Subclasses say how one epoch's keys are drawn."""
 
-    def __init__(self, weights: list[float], samples: int, seed: int):
-        total = float(sum(weights))
-        if total <= 0 or any(w < 0 for w in weights):
-            raise ValueError(f"source weights must be non-negative with a positive sum, got {weights}")
-        self.probabilities = np.asarray(weights, np.float64) / total
+    def __init__(self, samples: int, seed: int):
         self.samples = samples
         self.seed = seed
         self.epoch = 0
@@ -412,11 +408,28 @@ class MixtureSampler(torch.utils.data.Sampler):
         return self.samples - self.skip
 
     def __iter__(self):
+        yield from self.epoch_keys()[self.skip:]
+
+    def epoch_keys(self) -> list[tuple[int, ...]]:
+        raise NotImplementedError
+
+
+class MixtureSampler(ResumableSampler):
+    """Per epoch, ``samples`` keys (source index, seed): the source drawn with the given weights, the seed
+    fresh; both depend only on (seed, epoch), so a resumed run sees the same stream."""
+
+    def __init__(self, weights: list[float], samples: int, seed: int):
+        total = float(sum(weights))
+        if total <= 0 or any(w < 0 for w in weights):
+            raise ValueError(f"source weights must be non-negative with a positive sum, got {weights}")
+        super().__init__(samples, seed)
+        self.probabilities = np.asarray(weights, np.float64) / total
+
+    def epoch_keys(self) -> list[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         sources = rng.choice(len(self.probabilities), size=self.samples, p=self.probabilities)
         seeds = rng.integers(0, 2 ** 63 - 1, size=self.samples)
-        for source, seed in zip(sources[self.skip:], seeds[self.skip:]):
-            yield int(source), int(seed)
+        return [(int(source), int(seed)) for source, seed in zip(sources, seeds)]
 
 
 def _worker_init(_worker_id: int) -> None:

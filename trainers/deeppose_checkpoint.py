@@ -14,14 +14,13 @@ usable when ``DEEPPOSE_MODELS`` changes.
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from pipeline.errors import PosestreamError
+from trainers.checkpoint import plain, write_checkpoint_file
 from trainers.deeppose import DeepPoseConfig, DeepPoseNet, config_as_dict, config_from_dict
 
 DEEPPOSE_CHECKPOINT_FORMAT = "posestream.deeppose/1"
@@ -55,11 +54,6 @@ class StageCheckpoint:
         return net.eval()
 
 
-def _plain(values: dict) -> dict:
-    """JSON-plain values, which torch.load(weights_only=True) reads back."""
-    return json.loads(json.dumps(values, default=str))
-
-
 def save_stage_checkpoint(path: str | Path, net: DeepPoseNet, model_name: str, stage: int,
                           optimizer: torch.optim.Optimizer | None, step: int, total_steps: int, finished: bool,
                           sigma: float, min_diameter_fraction: float, jitter: dict | None = None,
@@ -76,16 +70,11 @@ def save_stage_checkpoint(path: str | Path, net: DeepPoseNet, model_name: str, s
         "total_steps": int(total_steps),
         "finished": bool(finished),
         "cascade": {"sigma": float(sigma), "min_diameter_fraction": float(min_diameter_fraction)},
-        "jitter": _plain(jitter) if jitter is not None else None,
-        "train_config": _plain(train_config or {}),
-        "metrics": _plain(metrics or {}),
+        "jitter": plain(jitter) if jitter is not None else None,
+        "train_config": plain(train_config or {}),
+        "metrics": plain(metrics or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(data, partial)
-    os.replace(partial, path)
-    return path
+    return write_checkpoint_file(data, path)
 
 
 def load_stage_checkpoint(path: str | Path) -> StageCheckpoint:

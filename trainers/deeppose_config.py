@@ -7,14 +7,13 @@ naming the file and the key (the table-reading helpers are train_config's).
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.errors import PosestreamError
 from trainers.deeppose import DEEPPOSE_MODELS, feature_size
 from trainers.deeppose_data import DeepPoseAugment
-from trainers.train_config import DEVICES, OPTIMIZERS, _build, _positive
+from trainers.train_config import DEVICES, OPTIMIZERS, build_section, check_positive, read_config_tables
 
 
 @dataclass(frozen=True)
@@ -93,13 +92,13 @@ def _check(config: DeepPoseTrainConfig, path: Path) -> None:
     if config.model.name not in DEEPPOSE_MODELS:
         raise PosestreamError(where, f"[model] name {config.model.name!r} is unknown; choose one of: "
                                      f"{', '.join(DEEPPOSE_MODELS)}")
-    _positive(path, "[model] input_size", config.model.input_size, allow_zero=True)
+    check_positive(path, "[model] input_size", config.model.input_size, allow_zero=True)
     if feature_size(config.input_size()) < 1:
         raise PosestreamError(where, f"[model] input_size {config.input_size()} is too small (at least 64)")
     cascade, train = config.cascade, config.train
-    _positive(path, "[cascade] stages", cascade.stages)
-    _positive(path, "[cascade] sigma", cascade.sigma)
-    _positive(path, "[cascade] statistics_images", cascade.statistics_images)
+    check_positive(path, "[cascade] stages", cascade.stages)
+    check_positive(path, "[cascade] sigma", cascade.sigma)
+    check_positive(path, "[cascade] statistics_images", cascade.statistics_images)
     if not 0 <= cascade.real_estimate_probability <= 1:
         raise PosestreamError(where, "[cascade] real_estimate_probability must be in 0..1")
     if not 0 < cascade.min_diameter_fraction < 1:
@@ -110,13 +109,13 @@ def _check(config: DeepPoseTrainConfig, path: Path) -> None:
     if not 0 <= augment.flip_probability <= 1:
         raise PosestreamError(where, "[augment] flip_probability must be in 0..1")
     for key in ("rotation_degrees", "translate", "brightness", "contrast", "saturation"):
-        _positive(path, f"[augment] {key}", getattr(augment, key), allow_zero=True)
+        check_positive(path, f"[augment] {key}", getattr(augment, key), allow_zero=True)
     for key in ("batch_size", "stage1_iterations", "refine_iterations", "iterations_per_epoch", "log_every",
                 "eval_batch_size"):
-        _positive(path, f"[train] {key}", getattr(train, key))
+        check_positive(path, f"[train] {key}", getattr(train, key))
     for key in ("warmup_iterations", "workers", "threads", "checkpoint_every", "weight_decay", "max_image_side"):
-        _positive(path, f"[train] {key}", getattr(train, key), allow_zero=True)
-    _positive(path, "[train] lr", train.lr)
+        check_positive(path, f"[train] {key}", getattr(train, key), allow_zero=True)
+    check_positive(path, "[train] lr", train.lr)
     if not 0 <= train.final_lr_ratio <= 1:
         raise PosestreamError(where, f"[train] final_lr_ratio must be in 0..1, got {train.final_lr_ratio}")
     if train.optimizer not in OPTIMIZERS:
@@ -124,42 +123,28 @@ def _check(config: DeepPoseTrainConfig, path: Path) -> None:
                                      f"got {train.optimizer!r}")
     if train.device not in DEVICES:
         raise PosestreamError(where, f"[train] device must be one of {', '.join(DEVICES)}, got {train.device!r}")
-    _positive(path, "[evaluation] max_images", config.evaluation.max_images, allow_zero=True)
+    check_positive(path, "[evaluation] max_images", config.evaluation.max_images, allow_zero=True)
     if not config.datasets:
         raise PosestreamError(where, "no [[datasets]] table")
     names = [d.name for d in config.datasets]
     for i, dataset in enumerate(config.datasets):
         if names.count(dataset.name) > 1:
             raise PosestreamError(where, f"[[datasets]] #{i + 1} ({dataset.name}) name is used twice")
-        _positive(path, f"[[datasets]] #{i + 1} ({dataset.name}) max_items", dataset.max_items, allow_zero=True)
+        check_positive(path, f"[[datasets]] #{i + 1} ({dataset.name}) max_items", dataset.max_items, allow_zero=True)
 
 
 def load_deeppose_config(path: str | Path) -> DeepPoseTrainConfig:
     config_path = Path(path)
-    try:
-        data = tomllib.loads(config_path.read_text())
-    except OSError as error:
-        raise PosestreamError(str(config_path), f"cannot read: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise PosestreamError(str(config_path), f"is not valid TOML: {error}") from None
-    sections = {"model", "cascade", "augment", "train", "evaluation", "datasets"}
-    for key in data:
-        if key not in sections:
-            raise PosestreamError(str(config_path), f"unknown section [{key}] (known: {', '.join(sorted(sections))})")
-    for key in sections - {"datasets"}:
-        if not isinstance(data.get(key, {}), dict):
-            raise PosestreamError(str(config_path), f"[{key}] must be a table")
-    raw_datasets = data.get("datasets", [])
-    if not isinstance(raw_datasets, list) or not all(isinstance(d, dict) for d in raw_datasets):
-        raise PosestreamError(str(config_path), "datasets must be [[datasets]] tables")
+    data, raw_datasets = read_config_tables(config_path, {"model", "cascade", "augment", "train", "evaluation",
+                                                          "datasets"})
     config = DeepPoseTrainConfig(
         source=str(config_path),
-        model=_build(ModelSection, data.get("model", {}), "[model] ", config_path),
-        cascade=_build(CascadeSection, data.get("cascade", {}), "[cascade] ", config_path),
-        augment=_build(DeepPoseAugment, data.get("augment", {}), "[augment] ", config_path),
-        train=_build(TrainSection, data.get("train", {}), "[train] ", config_path),
-        evaluation=_build(EvaluationSection, data.get("evaluation", {}), "[evaluation] ", config_path),
-        datasets=tuple(_build(DatasetSection, table, f"[[datasets]] #{i + 1} ", config_path,
+        model=build_section(ModelSection, data.get("model", {}), "[model] ", config_path),
+        cascade=build_section(CascadeSection, data.get("cascade", {}), "[cascade] ", config_path),
+        augment=build_section(DeepPoseAugment, data.get("augment", {}), "[augment] ", config_path),
+        train=build_section(TrainSection, data.get("train", {}), "[train] ", config_path),
+        evaluation=build_section(EvaluationSection, data.get("evaluation", {}), "[evaluation] ", config_path),
+        datasets=tuple(build_section(DatasetSection, table, f"[[datasets]] #{i + 1} ", config_path,
                               required=("name", "path"))
                        for i, table in enumerate(raw_datasets)),
     )

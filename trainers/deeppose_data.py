@@ -25,6 +25,7 @@ from pipeline.errors import PosestreamError
 from pipeline.evaluation import lsp_split_indices, read_lsp_dataset
 from pipeline.sources import read_image
 from trainers.augment import AugmentConfig, jitter_colour, normalise
+from trainers.datasets import ResumableSampler
 from trainers.deeppose import (FLIP_JOINTS, JOINT_COUNT, LEFT_SHOULDER, RIGHT_HIP, crop_image, crop_matrix,
                                points_in_crop, torso_diameter, whole_image_box)
 
@@ -360,7 +361,7 @@ class RefinementSet(torch.utils.data.Dataset):
 # Keys and the loader
 
 
-class KeySampler(torch.utils.data.Sampler):
+class KeySampler(ResumableSampler):
     """Per epoch, ``samples`` keys: a row of ``choices`` (image) or (image, joint), drawn uniformly with
     replacement, plus a fresh seed; both depend only on (seed, stage, epoch)."""
 
@@ -368,26 +369,14 @@ class KeySampler(torch.utils.data.Sampler):
         self.choices = np.asarray(choices, np.int64).reshape(len(choices), -1)
         if len(self.choices) == 0:
             raise PosestreamError(f"stage {stage}", "no training samples to draw")
-        self.samples = samples
-        self.seed = seed
+        super().__init__(samples, seed)
         self.stage = stage
-        self.epoch = 0
-        self.skip = 0
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Draw epoch ``epoch``'s keys, leaving out the first ``skip`` (trained on before a resume)."""
-        self.epoch = epoch
-        self.skip = skip
-
-    def __len__(self) -> int:
-        return self.samples - self.skip
-
-    def __iter__(self):
+    def epoch_keys(self) -> list[tuple[int, ...]]:
         rng = np.random.default_rng([self.seed, self.stage, self.epoch])
         rows = rng.integers(len(self.choices), size=self.samples)
         seeds = rng.integers(0, 2 ** 63 - 1, size=self.samples)
-        for row, seed in zip(rows[self.skip:], seeds[self.skip:]):
-            yield (*(int(v) for v in self.choices[row]), int(seed))
+        return [(*(int(v) for v in self.choices[row]), int(seed)) for row, seed in zip(rows, seeds)]
 
 
 def _worker_init(_worker_id: int) -> None:

@@ -43,7 +43,7 @@ from trainers.deeppose_config import DeepPoseTrainConfig, TrainSection, load_dee
 from trainers.deeppose_data import (ImageBank, InitialStageSet, JitterStatistics, KeySampler, LspSelection,
                                     RefinementInputs, RefinementSet, build_loader, load_image_bank,
                                     mean_initial_targets, measure_jitter, reference_diameters)
-from trainers.train import MetricsLog, learning_rate_factor, pick_device
+from trainers.train import MetricsLog, finish_figure, learning_rate_factor, pick_device
 from trainers.train_config import expand_path
 
 # The paper's table groups limbs by kind (left and right together): Toshev & Szegedy 2014, Table 3.
@@ -229,10 +229,7 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
         axis.set_yscale("log")
         axis.set_xlabel("step (within the stage)")
         axis.set_ylabel("mean squared joint error (normalised)")
-        axis.legend()
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(out_dir / "loss.png", dpi=100)
+        finish_figure(figure, axis, out_dir / "loss.png")
     if validation:
         figure = Figure(figsize=(7, 4))
         axis = figure.subplots()
@@ -244,10 +241,7 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
         axis.set_xticks(stages)
         axis.set_xlabel("cascade stage")
         axis.set_ylim(0, 1)
-        axis.legend()
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(out_dir / "metrics.png", dpi=100)
+        finish_figure(figure, axis, out_dir / "metrics.png")
 
 
 # ----------------------------------------------------------------------------------------------

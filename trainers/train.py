@@ -323,6 +323,14 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def finish_figure(figure: Figure, axis, path: Path) -> None:
+    """Legend, a light grid, tight layout, PNG at 100 dpi: how every training curve is finished."""
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def save_plots(log: MetricsLog, out_dir: Path) -> None:
     """loss.png (training loss per logged window) and metrics.png (validation metrics) in the run folder."""
     records = log.read()
@@ -339,10 +347,7 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
         axis.set_yscale("log")
         axis.set_xlabel("step")
         axis.set_ylabel("loss per image")
-        axis.legend()
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(out_dir / "loss.png", dpi=100)
+        finish_figure(figure, axis, out_dir / "loss.png")
     if validation:
         figure = Figure(figsize=(7, 4))
         axis = figure.subplots()
@@ -353,10 +358,7 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
             axis.plot(steps, [v if v is not None else float("nan") for v in values], marker="o", label=key)
         axis.set_xlabel("step")
         axis.set_ylim(0, 1)
-        axis.legend()
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(out_dir / "metrics.png", dpi=100)
+        finish_figure(figure, axis, out_dir / "metrics.png")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -137,8 +137,8 @@ def _convert(value, default, where: str, config_path: Path):
     raise wrong(type(default).__name__)
 
 
-def _build(kind: type, table: dict, where: str, config_path: Path, required: tuple[str, ...] = (),
-           **fixed):
+def build_section(kind: type, table: dict, where: str, config_path: Path, required: tuple[str, ...] = (),
+                  **fixed):
     """A dataclass from a TOML table: unknown keys and wrong types are errors naming the key."""
     names = {f.name: f for f in fields(kind)}
     values = dict(fixed)
@@ -156,7 +156,7 @@ def _build(kind: type, table: dict, where: str, config_path: Path, required: tup
     return kind(**values)
 
 
-def _positive(config_path: Path, where: str, value: float, allow_zero: bool = False) -> None:
+def check_positive(config_path: Path, where: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise PosestreamError(str(config_path), f"{where} must be {bound}, got {value}")
@@ -173,10 +173,10 @@ def _check(config: TrainConfig, config_path: Path) -> None:
             raise PosestreamError(str(config_path), f"[model] {key} must be a positive multiple of "
                                                     f"{config.targets.stride}, got {value}")
     for key in ("batch_size", "epochs", "iterations_per_epoch", "log_every"):
-        _positive(config_path, f"[train] {key}", getattr(train, key))
+        check_positive(config_path, f"[train] {key}", getattr(train, key))
     for key in ("warmup_iterations", "workers", "threads", "checkpoint_every", "weight_decay", "foreground_weight"):
-        _positive(config_path, f"[train] {key}", getattr(train, key), allow_zero=True)
-    _positive(config_path, "[train] lr", train.lr)
+        check_positive(config_path, f"[train] {key}", getattr(train, key), allow_zero=True)
+    check_positive(config_path, "[train] lr", train.lr)
     if not 0 <= train.final_lr_ratio <= 1:
         raise PosestreamError(str(config_path), f"[train] final_lr_ratio must be in 0..1, got {train.final_lr_ratio}")
     if train.optimizer not in OPTIMIZERS:
@@ -186,15 +186,15 @@ def _check(config: TrainConfig, config_path: Path) -> None:
         raise PosestreamError(str(config_path), f"[train] device must be one of {', '.join(DEVICES)}, "
                                                 f"got {train.device!r}")
     for key in ("sigma", "paf_width"):
-        _positive(config_path, f"[targets] {key}", getattr(config.targets, key))
+        check_positive(config_path, f"[targets] {key}", getattr(config.targets, key))
     augment = config.augment
     if not 0 < augment.scale_min <= augment.scale_max:
         raise PosestreamError(str(config_path), "[augment] needs 0 < scale_min <= scale_max")
     if not 0 <= augment.flip_probability <= 1:
         raise PosestreamError(str(config_path), "[augment] flip_probability must be in 0..1")
     for key in ("every_epochs", "input_height", "lsp_images", "lsp_final_images"):
-        _positive(config_path, f"[validation] {key}", getattr(validation, key))
-    _positive(config_path, "[validation] coco_max_images", validation.coco_max_images, allow_zero=True)
+        check_positive(config_path, f"[validation] {key}", getattr(validation, key))
+    check_positive(config_path, "[validation] coco_max_images", validation.coco_max_images, allow_zero=True)
     if bool(validation.coco_images) != bool(validation.coco_annotations):
         raise PosestreamError(str(config_path), "[validation] coco_images and coco_annotations go together")
 
@@ -209,9 +209,9 @@ def _check(config: TrainConfig, config_path: Path) -> None:
         if dataset.kind not in DATASET_KINDS:
             raise PosestreamError(str(config_path), f"{where} kind must be one of {', '.join(DATASET_KINDS)}, "
                                                     f"got {dataset.kind!r}")
-        _positive(config_path, f"{where} weight", dataset.weight, allow_zero=True)
-        _positive(config_path, f"{where} max_items", dataset.max_items, allow_zero=True)
-        _positive(config_path, f"{where} person_fill", dataset.person_fill)
+        check_positive(config_path, f"{where} weight", dataset.weight, allow_zero=True)
+        check_positive(config_path, f"{where} max_items", dataset.max_items, allow_zero=True)
+        check_positive(config_path, f"{where} person_fill", dataset.person_fill)
         needed = {"lsp": ("path",), "coco": ("images", "annotations"), "mosaic": ("people",)}[dataset.kind]
         for key in needed:
             if not getattr(dataset, key):
@@ -230,15 +230,17 @@ def _check(config: TrainConfig, config_path: Path) -> None:
         raise PosestreamError(str(config_path), "[[datasets]] weights sum to 0: nothing to sample")
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    config_path = Path(path)
+def read_config_tables(config_path: Path, sections: set[str]) -> tuple[dict, list[dict]]:
+    """A trainer config's TOML: (its tables, its [[datasets]] list), with every section known and of its kind.
+
+    ``sections`` names the allowed tables, ``datasets`` (an array of tables) among them.
+    """
     try:
         data = tomllib.loads(config_path.read_text())
     except OSError as error:
         raise PosestreamError(str(config_path), f"cannot read: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise PosestreamError(str(config_path), f"is not valid TOML: {error}") from None
-    sections = {"model", "targets", "augment", "train", "validation", "datasets"}
     for key in data:
         if key not in sections:
             raise PosestreamError(str(config_path), f"unknown section [{key}] (known: {', '.join(sorted(sections))})")
@@ -248,20 +250,27 @@ def load_train_config(path: str | Path) -> TrainConfig:
     raw_datasets = data.get("datasets", [])
     if not isinstance(raw_datasets, list) or not all(isinstance(d, dict) for d in raw_datasets):
         raise PosestreamError(str(config_path), "datasets must be [[datasets]] tables")
+    return data, raw_datasets
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    config_path = Path(path)
+    data, raw_datasets = read_config_tables(config_path, {"model", "targets", "augment", "train", "validation",
+                                                          "datasets"})
     mosaic_keys = {f.name for f in fields(MosaicConfig)}
     datasets = []
     for i, table in enumerate(raw_datasets):
         where = f"[[datasets]] #{i + 1} "
-        mosaic = _build(MosaicConfig, {k: v for k, v in table.items() if k in mosaic_keys}, where, config_path)
+        mosaic = build_section(MosaicConfig, {k: v for k, v in table.items() if k in mosaic_keys}, where, config_path)
         rest = {k: v for k, v in table.items() if k not in mosaic_keys}
-        datasets.append(_build(DatasetSection, rest, where, config_path, required=("name", "kind"), mosaic=mosaic))
+        datasets.append(build_section(DatasetSection, rest, where, config_path, required=("name", "kind"), mosaic=mosaic))
     config = TrainConfig(
         source=str(config_path),
-        model=_build(ModelSection, data.get("model", {}), "[model] ", config_path),
-        targets=_build(TargetConfig, data.get("targets", {}), "[targets] ", config_path, stride=STRIDE),
-        augment=_build(AugmentConfig, data.get("augment", {}), "[augment] ", config_path),
-        train=_build(TrainSection, data.get("train", {}), "[train] ", config_path),
-        validation=_build(ValidationSection, data.get("validation", {}), "[validation] ", config_path),
+        model=build_section(ModelSection, data.get("model", {}), "[model] ", config_path),
+        targets=build_section(TargetConfig, data.get("targets", {}), "[targets] ", config_path, stride=STRIDE),
+        augment=build_section(AugmentConfig, data.get("augment", {}), "[augment] ", config_path),
+        train=build_section(TrainSection, data.get("train", {}), "[train] ", config_path),
+        validation=build_section(ValidationSection, data.get("validation", {}), "[validation] ", config_path),
         datasets=tuple(datasets),
     )
     _check(config, config_path)
