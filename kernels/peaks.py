@@ -90,6 +90,21 @@ def _parabola_offset(before, centre, after):
 
 
 @njit(nogil=True, cache=True)
+def parabola_vertex(heatmap, y, x):
+    """(x, y) of the maximum at integer (y, x) of one H x W map, refined by a parabola per axis; no fit along
+    an axis at the map border."""
+    height, width = heatmap.shape
+    centre = heatmap[y, x]
+    dx = 0.0
+    dy = 0.0
+    if 0 < x < width - 1:
+        dx = _parabola_offset(heatmap[y, x - 1], centre, heatmap[y, x + 1])
+    if 0 < y < height - 1:
+        dy = _parabola_offset(heatmap[y - 1, x], centre, heatmap[y + 1, x])
+    return x + dx, y + dy
+
+
+@njit(nogil=True, cache=True)
 def refine_peaks(heatmaps, peak_counts, peaks, refined):
     """Sub-pixel peak positions by a parabola fit through the maximum and its neighbours, per axis.
 
@@ -99,8 +114,6 @@ def refine_peaks(heatmaps, peak_counts, peaks, refined):
     """
     n_frames = heatmaps.shape[0]
     n_keypoints, capacity = peaks.shape[1], peaks.shape[2]
-    height = heatmaps.shape[2]
-    width = heatmaps.shape[3]
     for n in range(n_frames):
         for k in range(n_keypoints):
             heatmap = heatmaps[n, k]
@@ -109,17 +122,8 @@ def refine_peaks(heatmaps, peak_counts, peaks, refined):
                     refined[n, k, m, 0] = -1.0
                     refined[n, k, m, 1] = -1.0
                     continue
-                y = peaks[n, k, m, 0]
-                x = peaks[n, k, m, 1]
-                centre = heatmap[y, x]
-                dx = 0.0
-                dy = 0.0
-                if 0 < x < width - 1:
-                    dx = _parabola_offset(heatmap[y, x - 1], centre, heatmap[y, x + 1])
-                if 0 < y < height - 1:
-                    dy = _parabola_offset(heatmap[y - 1, x], centre, heatmap[y + 1, x])
-                refined[n, k, m, 0] = x + dx
-                refined[n, k, m, 1] = y + dy
+                refined[n, k, m, 0], refined[n, k, m, 1] = parabola_vertex(heatmap, peaks[n, k, m, 0],
+                                                                           peaks[n, k, m, 1])
 
 
 def centroid_of_peak(heatmaps, n, k, m, peaks, window, refined):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from kernels.peaks import _parabola_offset
+from kernels.peaks import parabola_vertex
 
 
 @njit(nogil=True, cache=True)
@@ -36,12 +36,5 @@ def decode_single(heatmaps, out_xy, out_conf):
                 out_xy[b, k, 1] = -1.0
                 out_conf[b, k] = 0.0
                 continue
-            dx = 0.0
-            dy = 0.0
-            if 0 < best_x < width - 1:
-                dx = _parabola_offset(heatmap[best_y, best_x - 1], best, heatmap[best_y, best_x + 1])
-            if 0 < best_y < height - 1:
-                dy = _parabola_offset(heatmap[best_y - 1, best_x], best, heatmap[best_y + 1, best_x])
-            out_xy[b, k, 0] = best_x + dx
-            out_xy[b, k, 1] = best_y + dy
+            out_xy[b, k, 0], out_xy[b, k, 1] = parabola_vertex(heatmap, best_y, best_x)
             out_conf[b, k] = best

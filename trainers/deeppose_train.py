@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from trainers.deeppose_config import DeepPoseTrainConfig, TrainSection, load_dee
 from trainers.deeppose_data import (ImageBank, InitialStageSet, JitterStatistics, KeySampler, LspSelection,
                                     RefinementInputs, RefinementSet, build_loader, load_image_bank,
                                     mean_initial_targets, measure_jitter, reference_diameters)
-from trainers.train import MetricsLog, finish_figure, learning_rate_factor, pick_device
+from trainers.train import MetricsLog, finish_figure, learning_rate_factor, pick_device, start_run
 from trainers.train_config import expand_path
 
 # The paper's table groups limbs by kind (left and right together): Toshev & Szegedy 2014, Table 3.
@@ -296,13 +295,7 @@ def main(args: argparse.Namespace) -> int:
     stages = args.stages or cascade.stages
     device = pick_device(args.device or train.device)
     resume = load_stage_checkpoint(args.resume) if args.resume else None
-    out_dir = Path(args.out) if args.out else (resume.path.parent if resume else Path("runs") / Path(args.config).stem)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        shutil.copyfile(args.config, out_dir / "config.toml")
-    if train.threads:
-        torch.set_num_threads(train.threads)
-    torch.manual_seed(train.seed)
+    out_dir = start_run(args, resume.path if resume else None, train.threads, train.seed)
 
     config_path = Path(config.source)
     began = time.perf_counter()

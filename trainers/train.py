@@ -361,19 +361,27 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
         finish_figure(figure, axis, out_dir / "metrics.png")
 
 
+def start_run(args: argparse.Namespace, resumed_from: Path | None, threads: int, seed: int) -> Path:
+    """The run folder (``--out``, else the resumed checkpoint's folder, else runs/<config name>), with a copy
+    of the config in a new run; torch's threads and seed set."""
+    out_dir = Path(args.out) if args.out else (resumed_from.parent if resumed_from else
+                                               Path("runs") / Path(args.config).stem)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resumed_from:
+        shutil.copyfile(args.config, out_dir / "config.toml")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return out_dir
+
+
 def main(args: argparse.Namespace) -> int:
     """Run training as ``args`` (config, out, resume, device, max_iters) says; returns the exit status."""
     config = load_train_config(args.config)
     train = config.train
     device = pick_device(args.device or train.device)
     resume = load_checkpoint(args.resume) if args.resume else None
-    out_dir = Path(args.out) if args.out else (resume.path.parent if resume else Path("runs") / Path(args.config).stem)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        shutil.copyfile(args.config, out_dir / "config.toml")
-    if train.threads:
-        torch.set_num_threads(train.threads)
-    torch.manual_seed(train.seed)
+    out_dir = start_run(args, resume.path if resume else None, train.threads, train.seed)
     np.random.seed(train.seed)
 
     sources, weights = build_sources(config)
