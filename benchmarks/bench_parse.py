@@ -3,7 +3,10 @@
 Synthetic OpenPose COCO-18 maps (hpe-0001's layout) with P = 1, 5, 10, 20, 40 people at 32x57 and 46x82,
 plus real hpe-0001 maps from vtest.avi. Timed per frame (N = 1 per call) and batched (N = 64 per call), on
 one thread and on all cores (frames split across threads: the kernels release the GIL), beside the numpy/
-scipy reference parse (kernels/reference.py) in the same run. Medians over repeats; a table and JSON out.
+scipy reference parse (kernels/reference.py) and the parse with bilinear PAF sampling (ParseConfig's
+paf_sampling; the default reads the nearest pixel) in the same run. Medians over repeats; a table and JSON
+out. Capacity M is ParseConfig's 32 peaks per part, and 48 at P = 40 (40 people plus spurious peaks would
+overflow 32 and split people).
 
     python benchmarks/bench_parse.py [--out benchmarks/results/parse.json] [--quick]
 """
@@ -17,6 +20,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +90,16 @@ def median_ms(run, repeats: int) -> float:
     return 1000.0 * statistics.median(times)
 
 
+def capacity_for(people: int) -> int:
+    """M: ParseConfig's default where it holds every peak, else room for the people plus spurious peaks."""
+    return max(ParseConfig().max_peaks, -(-(people + 8) // 16) * 16)
+
+
 def time_case(heatmaps: np.ndarray, pafs: np.ndarray, config: ParseConfig, repeats: int,
               reference_frames: int) -> dict:
     frames = heatmaps.shape[0]
     per_frame_chain = Chain(1, config)
+    bilinear_chain = Chain(1, replace(config, paf_sampling="bilinear"))
     batch_chain = Chain(frames, config)
     workers = os.cpu_count() or 1
     half = -(-frames // workers)
@@ -97,19 +107,22 @@ def time_case(heatmaps: np.ndarray, pafs: np.ndarray, config: ParseConfig, repea
     worker_chains = [Chain(half, config) for _ in slices]
     pool = ThreadPoolExecutor(max_workers=workers)
 
-    def per_frame():
+    def per_frame(chain=per_frame_chain):
         for n in range(frames):
-            per_frame_chain(heatmaps[n:n + 1], pafs[n:n + 1])
+            chain(heatmaps[n:n + 1], pafs[n:n + 1])
 
     def all_cores():
         list(pool.map(lambda job: job[0](heatmaps[job[1]], pafs[job[1]]), zip(worker_chains, slices)))
 
     people = batch_chain(heatmaps, pafs)
     per_frame()  # warm-up (Numba cache load)
+    per_frame(bilinear_chain)
     all_cores()
     result = {
         "people_found_per_frame": people / frames,
+        "max_peaks": config.max_peaks,
         "one_thread_per_frame_ms": median_ms(per_frame, repeats) / frames,
+        "one_thread_per_frame_bilinear_ms": median_ms(lambda: per_frame(bilinear_chain), repeats) / frames,
         "one_thread_batched_ms": median_ms(lambda: batch_chain(heatmaps, pafs), repeats) / frames,
         "all_cores_batched_ms": median_ms(all_cores, repeats) / frames,
     }
@@ -165,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     for height, width in MAP_SIZES:
         for count in PEOPLE_COUNTS:
             heatmaps, pafs = synthetic_batch(count, height, width, frames)
-            result = time_case(heatmaps, pafs, config, repeats, reference_frames=4)
+            result = time_case(heatmaps, pafs, replace(config, max_peaks=capacity_for(count)), repeats,
+                               reference_frames=4)
             result.update(maps=f"{height}x{width}", people=count,
                           trt_pose_ms=TRT_POSE_MS[(height, width)][count])
             rows.append(result)
@@ -176,16 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         result.update(maps=f"vtest {maps[0].shape[2]}x{maps[0].shape[3]}", people=None, trt_pose_ms=None)
         rows.append(result)
 
-    header = (f"{'maps':<14}{'P':>4}{'found':>7}{'1 thread':>10}{'batched':>9}{'all cores':>11}"
-              f"{'numpy':>9}{'x numpy':>9}{'trt_pose':>10}")
+    header = (f"{'maps':<14}{'P':>4}{'M':>4}{'found':>7}{'1 thread':>10}{'bilinear':>10}{'batched':>9}{'all cores':>11}"
+              f"{'numpy':>9}{'x numpy':>9}{'trt_pose':>10}{'x trt_pose':>11}")
     print("parse ms per frame (medians)")
     print(header)
     for r in rows:
         trt = f"{r['trt_pose_ms']:.2f}" if r["trt_pose_ms"] is not None else "-"
         people = r["people"] if r["people"] is not None else "real"
-        print(f"{r['maps']:<14}{people!s:>4}{r['people_found_per_frame']:>7.1f}{r['one_thread_per_frame_ms']:>10.3f}"
+        versus = f"{r['trt_pose_ms'] / r['one_thread_per_frame_ms']:.2f}" if r["trt_pose_ms"] is not None else "-"
+        print(f"{r['maps']:<14}{people!s:>4}{r['max_peaks']:>4}{r['people_found_per_frame']:>7.1f}"
+              f"{r['one_thread_per_frame_ms']:>10.3f}{r['one_thread_per_frame_bilinear_ms']:>10.3f}"
               f"{r['one_thread_batched_ms']:>9.3f}{r['all_cores_batched_ms']:>11.3f}{r['numpy_reference_ms']:>9.2f}"
-              f"{r['speedup_vs_numpy']:>9.1f}{trt:>10}")
+              f"{r['speedup_vs_numpy']:>9.1f}{trt:>10}{versus:>11}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),

@@ -124,7 +124,7 @@ def device_stage_times(heatmaps, pafs, device_tables, config, buffers, stream, r
         "paf_score_graph": lambda: cuda_kernels.paf_score_graph(
             pafs, device_tables.limbs, device_tables.paf_channels, buffers.peak_counts, buffers.refined,
             config.paf_samples, config.paf_min_sample_score, config.paf_min_sample_fraction, config.paf_length_prior,
-            buffers.limb_scores, stream=stream),
+            config.paf_sampling == "nearest", buffers.limb_scores, stream=stream),
         "assign": lambda: cuda_kernels.assign(buffers.limb_scores, device_tables.limbs, buffers.peak_counts, frames,
                                               buffers.match_counts, buffers.matches, buffers.match_scores,
                                               stream=stream),

@@ -17,6 +17,9 @@ class ParseConfig:
     refine_window: int = 1  # the centroid's neighbourhood radius in map pixels
     upsample: int = 1  # the caller resizes maps by this factor (bicubic) before the parse; 1 = at the stride
     paf_samples: int = 10  # S
+    # How each PAF sample is read: "nearest" pixel, as OpenPose, Lightweight OpenPose and trt_pose do, or
+    # "bilinear" (sub-pixel, about 1.5x the line integral's time; docs/parse.md has the A/B).
+    paf_sampling: str = "nearest"
     paf_min_sample_score: float = 0.05
     paf_min_sample_fraction: float = 0.8
     paf_length_prior: bool = True
@@ -28,6 +31,8 @@ class ParseConfig:
     def __post_init__(self) -> None:
         if self.refine not in ("parabola", "centroid"):
             raise ValueError(f"ParseConfig.refine must be 'parabola' or 'centroid', got {self.refine!r}")
+        if self.paf_sampling not in ("nearest", "bilinear"):
+            raise ValueError(f"ParseConfig.paf_sampling must be 'nearest' or 'bilinear', got {self.paf_sampling!r}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ def parse_maps(heatmaps, pafs, tables: SkeletonTables, config: ParseConfig, buff
         ops.refine_peaks(heatmaps, buffers.peak_counts, buffers.peaks, buffers.refined)
     ops.paf_score_graph(pafs, tables.limbs, tables.paf_channels, buffers.peak_counts, buffers.refined,
                         config.paf_samples, config.paf_min_sample_score, config.paf_min_sample_fraction,
-                        config.paf_length_prior, buffers.limb_scores)
+                        config.paf_length_prior, config.paf_sampling == "nearest", buffers.limb_scores)
     ops.assign(buffers.limb_scores, tables.limbs, buffers.peak_counts, frames,
                buffers.match_counts, buffers.matches, buffers.match_scores, buffers.assign_scratch)
     ops.connect_parts(buffers.matches, buffers.match_scores, buffers.match_counts, tables.limbs, tables.redundant,

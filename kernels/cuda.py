@@ -40,7 +40,8 @@ copied to the device and outputs copied back (slow path, never the pipeline's), 
 
 Differences from the CPU kernels, all outside what the contract pins down: arithmetic is the CPU kernels'
 float64 where they use float64, but the CUDA compiler may contract a*b+c into fused multiply-adds, so
-positions and scores can differ in the last bits (far inside the parity tolerances); ``refine_peaks``
+positions and scores can differ in the last bits (far inside the parity tolerances; with nearest-pixel PAF
+sampling, a sample exactly on a pixel boundary could read the other pixel, which random maps never hit); ``refine_peaks``
 processes min(heatmap frames, buffer frames) frames and leaves buffer frames past the batch untouched (the
 CPU kernel walks every buffer frame); ``assign`` needs M <= MAX_ASSIGN_PEAKS.
 """
@@ -406,7 +407,7 @@ def _softargmax_kernel(heatmaps, num_keypoints, beta, keypoints):
 
 @cuda.jit(cache=True)
 def _paf_score_graph_kernel(pafs, limbs, paf_channels, peak_counts, refined, num_samples, min_sample_score,
-                            min_sample_fraction, length_prior, scores):
+                            min_sample_fraction, length_prior, nearest, scores):
     """One block per (limb, frame): blockIdx.x = l, blockIdx.y = n; threads over the M x M candidates."""
     l = cuda.blockIdx.x
     n = cuda.blockIdx.y
@@ -433,14 +434,24 @@ def _paf_score_graph_kernel(pafs, limbs, paf_channels, peak_counts, refined, num
             if length >= 1e-6:  # two peaks at one spot have no direction: not a limb
                 ux = dx / length
                 uy = dy / length
+                clamped_xa = _min(_max(xa, 0.0), width - 1.0)
+                clamped_ya = _min(_max(ya, 0.0), height - 1.0)
+                clamped_dx = _min(_max(float(refined[n, kb, b, 0]), 0.0), width - 1.0) - clamped_xa
+                clamped_dy = _min(_max(float(refined[n, kb, b, 1]), 0.0), height - 1.0) - clamped_ya
                 total = 0.0
                 above = 0
                 for s in range(num_samples):
                     t = s / (num_samples - 1) if num_samples > 1 else 0.5
-                    px = xa + t * dx
-                    py = ya + t * dy
-                    sample = (_bilinear(pafs, n, channel_x, px, py, height, width) * ux
-                              + _bilinear(pafs, n, channel_y, px, py, height, width) * uy)
+                    if nearest:
+                        column = int(clamped_xa + t * clamped_dx + 0.5)
+                        row = int(clamped_ya + t * clamped_dy + 0.5)
+                        sample = (float(pafs[n, channel_x, row, column]) * ux
+                                  + float(pafs[n, channel_y, row, column]) * uy)
+                    else:
+                        px = xa + t * dx
+                        py = ya + t * dy
+                        sample = (_bilinear(pafs, n, channel_x, px, py, height, width) * ux
+                                  + _bilinear(pafs, n, channel_y, px, py, height, width) * uy)
                     total += sample
                     if sample > min_sample_score:
                         above += 1
@@ -707,7 +718,7 @@ def softargmax(heatmaps, num_keypoints, beta, keypoints, *, stream=None):
 
 
 def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples, min_sample_score,
-                    min_sample_fraction, length_prior, scores, *, stream=None):
+                    min_sample_fraction, length_prior, nearest, scores, *, stream=None):
     """CUDA twin of kernels.paf.paf_score_graph (same arguments, same results); see its docstring."""
     stream = _resolve_stream(stream)
     args = _Arguments(stream)
@@ -719,7 +730,7 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     if frames and n_limbs:
         _paf_score_graph_kernel[(n_limbs, frames), _threads_per_block(), stream](
             pafs_device, limbs_device, channels_device, counts_device, refined_device, int(num_samples),
-            float(min_sample_score), float(min_sample_fraction), bool(length_prior), scores_device)
+            float(min_sample_score), float(min_sample_fraction), bool(length_prior), bool(nearest), scores_device)
     args.finish()
 
 
@@ -922,7 +933,7 @@ def parse_on_device(heatmaps, pafs, tables: SkeletonTables | DeviceTables, confi
         refine_peaks(heatmaps, counts, peaks, refined, stream=stream)
     paf_score_graph(pafs, tables.limbs, tables.paf_channels, counts, refined, config.paf_samples,
                     config.paf_min_sample_score, config.paf_min_sample_fraction, config.paf_length_prior,
-                    limb_scores, stream=stream)
+                    config.paf_sampling == "nearest", limb_scores, stream=stream)
     assign(limb_scores, tables.limbs, counts, frames, match_counts, matches, match_scores, stream=stream)
 
     host = buffers.host

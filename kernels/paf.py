@@ -32,23 +32,29 @@ def _paf_along(paf_x, paf_y, x, y, ux, uy):
 
 @njit(nogil=True, cache=True)
 def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples, min_sample_score,
-                    min_sample_fraction, length_prior, scores):
+                    min_sample_fraction, length_prior, nearest, scores):
     """Score every (peak a, peak b) candidate of every limb by the PAF line integral.
 
     pafs: N x 2L x H x W float32; limbs: L x 2 int32 keypoint pairs; paf_channels: L x 2 int32 (x, y)
     peak_counts: N x K int32; refined: N x K x M x 2 float32 (x, y)
     scores: N x L x M x M float32 (out) -- score of (a, b); 0 means "not a limb".
-    A candidate is a limb when at least ``min_sample_fraction`` of its S samples have a PAF component
-    along the candidate above ``min_sample_score`` and its mean score is positive. With
-    ``length_prior`` on, OpenPose's prior min(0.5 * H / length - 1, 0) is added to the mean, which
-    penalises limbs longer than half the map height. Candidates shorter than 1e-6 map pixels (two
-    peaks at one spot) have no direction and score 0.
+    The S samples sit at a + t (b - a), t = s / (S - 1) (one sample: t = 1/2). ``nearest`` reads each at the
+    nearest pixel, as OpenPose, Lightweight OpenPose and trt_pose do: the segment runs between the two
+    peaks clamped onto the map and a sample at q reads pixel floor(q + 1/2). Otherwise each sample is
+    bilinearly interpolated, clamped onto the map. Either way the PAF is projected on the unit vector from
+    the unclamped a to b. A candidate is a limb when at least ``min_sample_fraction`` of its samples have a
+    projection above ``min_sample_score`` and its mean projection is positive. With ``length_prior`` on,
+    OpenPose's prior min(0.5 * H / length - 1, 0) is added to the mean, which penalises limbs longer than
+    half the map height. Candidates shorter than 1e-6 map pixels (two peaks at one spot) have no direction
+    and score 0.
     """
     n_frames = pafs.shape[0]
     height = pafs.shape[2]
+    width = pafs.shape[3]
     n_limbs = limbs.shape[0]
     capacity = refined.shape[2]
-    needed = min_sample_fraction * num_samples
+    allowed_misses = num_samples - min_sample_fraction * num_samples
+    middle = (num_samples - 1) // 2
     for n in range(n_frames):
         for l in range(n_limbs):
             ka = limbs[l, 0]
@@ -57,41 +63,55 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
             paf_y = pafs[n, paf_channels[l, 1]]
             count_a = peak_counts[n, ka]
             count_b = peak_counts[n, kb]
+            starts = refined[n, ka]  # M x 2 views: fewer index computations in the candidate loop
+            ends = refined[n, kb]
+            limb_scores = scores[n, l]
             for a in range(capacity):
                 for b in range(capacity):
-                    scores[n, l, a, b] = 0.0
+                    limb_scores[a, b] = 0.0
             for a in range(count_a):
-                xa = refined[n, ka, a, 0]
-                ya = refined[n, ka, a, 1]
+                xa = starts[a, 0]
+                ya = starts[a, 1]
+                # The nearest-pixel segment's start, clamped once here instead of at every sample.
+                clamped_xa = min(max(xa, 0.0), width - 1.0)
+                clamped_ya = min(max(ya, 0.0), height - 1.0)
                 for b in range(count_b):
-                    dx = refined[n, kb, b, 0] - xa
-                    dy = refined[n, kb, b, 1] - ya
+                    xb = ends[b, 0]
+                    yb = ends[b, 1]
+                    dx = xb - xa
+                    dy = yb - ya
                     length = math.sqrt(dx * dx + dy * dy)
                     if length < 1e-6:
                         continue
                     ux = dx / length
                     uy = dy / length
+                    clamped_dx = min(max(xb, 0.0), width - 1.0) - clamped_xa
+                    clamped_dy = min(max(yb, 0.0), height - 1.0) - clamped_ya
                     total = 0.0
                     misses = 0
-                    middle = (num_samples - 1) // 2
                     for i in range(num_samples):
                         # Middle-out: wrong pairs fail in the middle, far from the shared end peaks, so the
                         # exact early exit below comes after a few samples.
                         step = (i + 1) // 2
                         s = middle + step if i % 2 == 1 else middle - step
                         t = s / (num_samples - 1) if num_samples > 1 else 0.5
-                        px = xa + t * dx
-                        py = ya + t * dy
-                        sample = _paf_along(paf_x, paf_y, px, py, ux, uy)
+                        if nearest:
+                            # Positions are >= 0 here, so int() is floor(); convex combinations of clamped
+                            # ends stay on the map.
+                            column = int(clamped_xa + t * clamped_dx + 0.5)
+                            row = int(clamped_ya + t * clamped_dy + 0.5)
+                            sample = paf_x[row, column] * ux + paf_y[row, column] * uy
+                        else:
+                            sample = _paf_along(paf_x, paf_y, xa + t * dx, ya + t * dy, ux, uy)
                         total += sample
                         if not sample > min_sample_score:
                             misses += 1
-                            if num_samples - misses < needed:
+                            if misses > allowed_misses:
                                 break  # the sample-fraction rule can no longer be met: not a limb
-                    if num_samples - misses < needed:
+                    if misses > allowed_misses:
                         continue
                     score = total / num_samples
                     if length_prior:
                         score += min(0.5 * height / length - 1.0, 0.0)
                     if score > 0.0:
-                        scores[n, l, a, b] = score
+                        limb_scores[a, b] = score

@@ -9,8 +9,9 @@ when both implement the documented semantics:
                       best M per keypoint type, ties in raster order
     refine_peaks      per-axis parabola through the peak and its two neighbours, vertex clamped to +-0.5 px,
                       no fit along an axis at the map border or where the samples are not a maximum
-    paf_score_graph   S samples from a to b, bilinear with edge clamping; a limb needs the sample-fraction rule
-                      and a positive mean (plus OpenPose's length prior when on)
+    paf_score_graph   S samples from a to b: the nearest pixel on the segment between the peaks clamped onto the
+                      map, or bilinear with each sample clamped; projected on the unclamped direction; a limb
+                      needs the sample-fraction rule and a positive mean (plus OpenPose's length prior when on)
     assign            Hungarian (scipy's linear_sum_assignment) per limb, keeping positive scores, best first
     connect_parts     extend / start / join-if-disjoint; redundant limbs only complete; min_parts and
                       min_mean_score filters; score = total / (K + limb_weight) clipped to 1; best first
@@ -38,6 +39,7 @@ class ReferenceConfig:
     peak_threshold: float = 0.1
     peak_window: int = 1
     paf_samples: int = 10
+    paf_sampling: str = "nearest"
     paf_min_sample_score: float = 0.05
     paf_min_sample_fraction: float = 0.8
     paf_length_prior: bool = True
@@ -168,10 +170,17 @@ def _bilinear(channel: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return top * (1.0 - fy) + bottom * fy
 
 
+def _nearest(channel: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The pixel nearest each (x, y) (round half up); positions already on the map."""
+    return channel[np.floor(y + 0.5).astype(np.int64), np.floor(x + 0.5).astype(np.int64)]
+
+
 def reference_paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples: int,
-                              min_sample_score: float, min_sample_fraction: float, length_prior: bool):
+                              min_sample_score: float, min_sample_fraction: float, length_prior: bool,
+                              nearest: bool):
     """-> limb_scores N x L x M x M float32: score of candidate (peak a of limb start, peak b of limb end)."""
-    n_frames, _, height, _ = pafs.shape
+    n_frames, _, height, width = pafs.shape
+    upper = np.array([width - 1.0, height - 1.0])
     max_peaks = refined.shape[2]
     scores = np.zeros((n_frames, len(limbs), max_peaks, max_peaks), np.float32)
     # t along the candidate, 0 at a and 1 at b; a single sample sits in the middle.
@@ -189,9 +198,16 @@ def reference_paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, n
             length = np.hypot(delta[..., 0], delta[..., 1])  # A x B
             usable = length >= 1e-6  # coincident peaks have no direction: never a limb
             unit = delta / np.where(usable, length, 1.0)[..., None]
-            points = start[:, :, None, :] + t[None, None, :, None] * delta[:, :, None, :]  # A x B x S x 2
-            along = (_bilinear(paf_x, points[..., 0], points[..., 1]) * unit[..., None, 0]
-                     + _bilinear(paf_y, points[..., 0], points[..., 1]) * unit[..., None, 1])  # A x B x S
+            if nearest:  # the segment between the peaks clamped onto the map, read at the nearest pixels
+                start_on_map = np.clip(start, 0.0, upper)
+                delta_on_map = np.clip(end, 0.0, upper) - start_on_map
+                points = start_on_map[:, :, None, :] + t[None, None, :, None] * delta_on_map[:, :, None, :]
+                sample = _nearest
+            else:
+                points = start[:, :, None, :] + t[None, None, :, None] * delta[:, :, None, :]  # A x B x S x 2
+                sample = _bilinear
+            along = (sample(paf_x, points[..., 0], points[..., 1]) * unit[..., None, 0]
+                     + sample(paf_y, points[..., 0], points[..., 1]) * unit[..., None, 1])  # A x B x S
             mean = along.mean(axis=2)
             if length_prior:
                 # OpenPose: no penalty up to half the map height, then increasingly negative.
@@ -327,7 +343,7 @@ def reference_parse(heatmaps, pafs, limbs, paf_channels, redundant, config=None,
     refined = reference_refine_peaks(heatmaps, peak_counts, peaks)
     limb_scores = reference_paf_score_graph(
         pafs, limbs, paf_channels, peak_counts, refined, config.paf_samples, config.paf_min_sample_score,
-        config.paf_min_sample_fraction, config.paf_length_prior)
+        config.paf_min_sample_fraction, config.paf_length_prior, config.paf_sampling == "nearest")
     match_counts, matches, match_scores = reference_assign(limb_scores, limbs, peak_counts)
     person_counts, person_parts, person_scores, _ = reference_connect_parts(
         matches, match_scores, match_counts, limbs, redundant, peak_scores, config.min_parts,

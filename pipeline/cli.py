@@ -94,7 +94,8 @@ def _add_mode_options(parser: argparse.ArgumentParser) -> None:
                        help="default bottom-up")
     group.add_argument("--detector", default=None, metavar="PATH",
                        help="top-down: a YOLOX-format ONNX person detector (default: "
-                            "../shared/weights/yolox-nano/yolox_nano.onnx, through POSESTREAM_SHARED)")
+                            "../shared/weights/yolox-nano/yolox_nano.onnx, through POSESTREAM_SHARED), or "
+                            "'whole-image' for images that are already one person's box (LSP's)")
     group.add_argument("--detect-every", type=_positive, default=None, metavar="K",
                        help="top-down on video: detect on every K-th frame; between, each stream's boxes come from "
                             f"the people of its previous frame (default {defaults.detect_every})")
@@ -170,10 +171,11 @@ def _tracker_config(args: argparse.Namespace):
 
 def _config_overrides(args: argparse.Namespace) -> dict:
     """The flags given on the command line, as key paths of the config-file format (None: not given)."""
+    from pipeline.detector import WHOLE_IMAGE
     from pipeline.streams_config import looks_like_a_path
 
     def path(value: str | None) -> str | None:
-        return value if value in (None, "-") else str(Path(value).absolute())
+        return value if value in (None, "-", WHOLE_IMAGE) else str(Path(value).absolute())
 
     model = args.model
     if model is not None and looks_like_a_path(model):

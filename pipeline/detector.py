@@ -24,6 +24,9 @@ YOLOX_STRIDES = (8, 16, 32)
 YOLOX_PAD_VALUE = 114
 PERSON_CLASS = 0
 DETECTOR_BACKENDS = ("auto", "onnxruntime", "openvino")
+# The detector "path" that means no detector: every image is one person's box, as LSP's images (cut around
+# their person) and DeepPose's b⁰ take it.
+WHOLE_IMAGE = "whole-image"
 
 
 def default_detector_path() -> Path:
@@ -240,3 +243,30 @@ class PersonDetector:
         result[:, 4] = scores[kept]
         tall_enough = (result[:, 3] - result[:, 1]) >= config.min_box_height
         return result[tall_enough & (result[:, 2] > result[:, 0])]
+
+
+class WholeImageDetector:
+    """The detector for images that are already one person's box (``--detector whole-image``): per image
+    one box covering it, score 1."""
+
+    path = WHOLE_IMAGE
+
+    def __init__(self) -> None:
+        self.stats = DetectorStats()
+
+    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        boxes = []
+        for image in images:
+            height, width = image.shape[:2]
+            # Pixel centres sit at integers, so the image's edges are half a pixel outside them.
+            boxes.append(np.array([[-0.5, -0.5, width - 0.5, height - 0.5, 1.0]], np.float32))
+        self.stats.images += len(images)
+        self.stats.detections += len(images)
+        return boxes
+
+
+def create_detector(config: DetectorConfig) -> PersonDetector | WholeImageDetector:
+    """The detector ``config.path`` names: WHOLE_IMAGE, or a YOLOX model file (default yolox-nano)."""
+    if config.path == WHOLE_IMAGE:
+        return WholeImageDetector()
+    return PersonDetector(config)

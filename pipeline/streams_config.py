@@ -207,7 +207,9 @@ def parse_streams_config(data: dict, path: str, overrides: Mapping[str, Any] | N
     if "mode" in data and data["mode"] not in ("bottom-up", "top-down"):
         raise check.error("mode", f"must be bottom-up or top-down, got {data['mode']!r}")
     if "detector" in data:
-        values["detector"] = _resolve(data["detector"], base)
+        from pipeline.detector import WHOLE_IMAGE
+
+        values["detector"] = data["detector"] if data["detector"] == WHOLE_IMAGE else _resolve(data["detector"], base)
     for key in ("backend", "input_height", "threads", "device", "parse_device", "batch", "batch_wait_ms", "queue_size", "live_queue_size",
                 "metrics_port", "metrics_host", "stats_interval_s", "mode", "detect_every"):
         if key in data:

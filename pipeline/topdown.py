@@ -29,7 +29,7 @@ from kernels.crop import apply_affines, crop_affines, crop_normalise_cpu, expand
 from kernels.topdown import decode_single
 from pipeline.backends import Backend
 from pipeline.bottomup import parse_buffers_for, skeleton_tables
-from pipeline.detector import DetectorConfig, PersonDetector
+from pipeline.detector import DetectorConfig, PersonDetector, WholeImageDetector, create_detector
 from pipeline.errors import PosestreamError
 from pipeline.model import ModelSpec
 from pipeline.skeleton import COCO17_SIGMAS, coco17_index_map
@@ -114,11 +114,11 @@ class TopDownEstimator:
     wants_stream_keys = True  # the runtime passes ``streams=`` and calls ``end_stream``
 
     def __init__(self, spec: ModelSpec, backend: Backend, config: TopDownConfig,
-                 detector: PersonDetector | None = None):
+                 detector: PersonDetector | WholeImageDetector | None = None):
         self.spec = spec
         self.backend = backend
         self.config = config
-        self.detector = detector or PersonDetector(config.detector)
+        self.detector = detector or create_detector(config.detector)
         self.stats = TopDownStats()
         if backend.resizable and spec.input.resizable:
             height, width = config.crop_height, config.crop_width

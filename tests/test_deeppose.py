@@ -19,9 +19,9 @@ from trainers.deeppose import (DEEPPOSE_MODELS, FLIP_JOINTS, JOINT_COUNT, DeepPo
                                normalise_points, points_in_crop, predict_initial, refine, torso_diameter)
 from trainers.deeppose_checkpoint import load_cascade, load_stage_checkpoint  # noqa: E402
 from trainers.deeppose_config import load_deeppose_config  # noqa: E402
-from trainers.deeppose_data import (DeepPoseAugment, JitterStatistics, LspSelection,  # noqa: E402
-                                    RefinementInputs, RefinementSet, load_image_bank, measure_jitter,
-                                    reference_diameters, sample_jitter)
+from trainers.deeppose_data import (LSP_FRAMING, DeepPoseAugment, JitterStatistics, LspSelection,  # noqa: E402
+                                    RefinementInputs, RefinementSet, initial_boxes, load_image_bank,
+                                    measure_jitter, reference_diameters, sample_jitter)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "trainers" / "configs"
 TINY_CONFIG = CONFIGS / "deeppose-tiny.toml"
@@ -187,6 +187,30 @@ def test_jitter_sampler_draws_from_the_measured_mean_and_covariance():
         np.testing.assert_allclose(np.cov(draws, rowvar=False), statistics.covariance[j],
                                    atol=0.03 * spread.max() ** 2)
     assert JitterStatistics.from_dict(json.loads(json.dumps(statistics.as_dict()))).mean.tolist() == statistics.mean.tolist()
+
+
+def test_initial_boxes_frame_lspet_people_as_lsp_frames_its_own(shared):
+    lsp = load_image_bank([LspSelection(shared / "data" / "lsp", "train", 50)])
+    heights, widths = lsp.shapes[:, 0], lsp.shapes[:, 1]
+    # LSP images are cut around their person: b⁰ is the whole image.
+    np.testing.assert_allclose(lsp.initial_boxes, np.stack([np.full(50, -0.5), np.full(50, -0.5), widths - 0.5,
+                                                            heights - 0.5], axis=1))
+    # The framing rule, applied to LSP's own people, gives back boxes close to LSP's images.
+    framed = initial_boxes(lsp.joints, lsp.labelled, lsp.shapes, np.zeros(50, np.bool_))
+    sides = framed[:, 2:] - framed[:, :2]
+    assert np.median(np.abs(sides[:, 0] / widths - 1)) < 0.05 and np.median(np.abs(sides[:, 1] / heights - 1)) < 0.1
+    # LSPET: a box around the labelled joints, which span LSP_FRAMING of it, inside a larger scene.
+    lspet = load_image_bank([LspSelection(shared / "data" / "lspet", "train", 50)], max_side=512)
+    boxes = lspet.initial_boxes
+    for i in range(50):
+        points = lspet.joints[i][lspet.labelled[i]]
+        low, high = points.min(axis=0), points.max(axis=0)
+        assert np.all(low >= boxes[i, :2]) and np.all(high <= boxes[i, 2:])
+        np.testing.assert_allclose((boxes[i, :2] + boxes[i, 2:]) / 2, (low + high) / 2)
+        side = boxes[i, 2:] - boxes[i, :2]
+        assert side.min() >= 0.25 * side.max() - 1e-9
+        assert np.any(np.isclose(np.maximum(high - low, 1.0) / side, LSP_FRAMING))
+    assert np.median((boxes[:, 2] - boxes[:, 0]) / lspet.shapes[:, 1]) < 0.9  # the person, not the scene
 
 
 def test_refinement_samples_centre_on_jittered_joints(shared):

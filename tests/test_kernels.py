@@ -484,6 +484,7 @@ PARITY_CASES: dict[str, tuple[ParseConfig, Layout]] = {
     "tight": (ParseConfig(peak_window=2, max_peaks=4, max_people=3, paf_samples=7, paf_length_prior=False,
                           min_parts=2, min_mean_score=0.5), HPE_0001),
     "shuffled-limbs": (ParseConfig(min_parts=2), SHUFFLED_LIMBS),
+    "bilinear": (ParseConfig(paf_sampling="bilinear"), HPE_0001),
 }
 PARITY_SEEDS = range(8)
 FRAMES_PER_BATCH = 3
@@ -520,7 +521,8 @@ def test_kernels_match_the_reference_on_random_maps(backend, seed, case):
 
     limb_scores = reference_paf_score_graph(
         pafs, layout.limbs, layout.paf_channels, peak_counts, refined, config.paf_samples,
-        config.paf_min_sample_score, config.paf_min_sample_fraction, config.paf_length_prior)
+        config.paf_min_sample_score, config.paf_min_sample_fraction, config.paf_length_prior,
+        config.paf_sampling == "nearest")
     np.testing.assert_allclose(buffers.limb_scores, limb_scores, rtol=0, atol=PARITY_SCORE_TOLERANCE)
 
     match_counts, matches, match_scores = reference_assign(limb_scores, layout.limbs, peak_counts)
@@ -664,6 +666,27 @@ def test_centroid_refinement_through_the_chain_finds_the_same_people(backend):
 def test_parse_config_rejects_an_unknown_refinement():
     with pytest.raises(ValueError, match="refine"):
         ParseConfig(refine="spline")
+    with pytest.raises(ValueError, match="paf_sampling"):
+        ParseConfig(paf_sampling="cubic")
+
+
+@pytest.mark.parametrize("peak_y, nearest_score, bilinear_score", [(2.4, 1.0, 0.6), (2.6, 0.0, 0.0)])
+def test_paf_samples_read_the_nearest_pixel_or_interpolate(backend, peak_y, nearest_score, bilinear_score):
+    # One horizontal limb from x = 1 to x = 7 at height peak_y over a PAF that is 1 along x on row 2 only,
+    # samples needing 0.5. Nearest: y = 2.4 reads row 2 (score 1), y = 2.6 reads row 3 (nothing). Bilinear
+    # reads 0.6 of row 2 at y = 2.4 (score 0.6) and 0.4 at y = 2.6 (below 0.5 everywhere: not a limb).
+    pafs = np.zeros((1, 2, 5, 9), np.float32)
+    pafs[0, 0, 2, :] = 1.0
+    limbs = np.array([[0, 1]], np.int32)
+    channels = np.array([[0, 1]], np.int32)
+    counts = np.array([[1, 1]], np.int32)
+    refined = np.array([[[[1.0, peak_y]], [[7.0, peak_y]]]], np.float32)
+    for nearest, expected in ((True, nearest_score), (False, bilinear_score)):
+        scores = np.full((1, 1, 1, 1), -1.0, np.float32)
+        backend.paf_score_graph(pafs, limbs, channels, counts, refined, 7, 0.5, 0.8, False, nearest, scores)
+        reference = reference_paf_score_graph(pafs, limbs, channels, counts, refined, 7, 0.5, 0.8, False, nearest)
+        assert scores[0, 0, 0, 0] == pytest.approx(expected, abs=1e-6), f"nearest={nearest}"
+        assert reference[0, 0, 0, 0] == pytest.approx(expected, abs=1e-6), f"nearest={nearest}"
 
 
 def test_softargmax_finds_single_peaks_and_matches_the_reference(backend):

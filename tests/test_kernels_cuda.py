@@ -38,6 +38,7 @@ SMALL_CASES: dict[str, ParseConfig] = {
     # Truncation and dropping, a wider window, odd S, no length prior, a strict mean.
     "tight": ParseConfig(peak_window=2, max_peaks=3, max_people=2, paf_samples=7, paf_length_prior=False,
                          min_parts=2, min_mean_score=0.5),
+    "bilinear": ParseConfig(min_parts=2, paf_sampling="bilinear"),
 }
 
 
@@ -141,7 +142,7 @@ def test_kernels_compile_for_a_real_gpu_when_the_cuda_compiler_is_here(compile_p
     signatures = {
         cuda_kernels._find_peaks_kernel: (maps, i64, f64, i64, table, ints4, scores3),
         cuda_kernels._refine_peaks_kernel: (maps, i64, table, ints4, maps),
-        cuda_kernels._paf_score_graph_kernel: (maps, table, table, table, maps, i64, f64, f64, types.boolean, maps),
+        cuda_kernels._paf_score_graph_kernel: (maps, table, table, table, maps, i64, f64, f64, types.boolean, types.boolean, maps),
         cuda_kernels._assign_kernel: (maps, table, table, i64, table, ints4, scores3),
         cuda_kernels._upsample_kernel: (maps, f64, f64, maps),
     }

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pipeline.backends import BackendConfig, create_backend
 from pipeline.bottomup import BottomUpEstimator, EstimatorConfig
 from pipeline.cli import main
-from pipeline.detector import DetectorConfig, PersonDetector, yolox_grid
+from pipeline.detector import WHOLE_IMAGE, DetectorConfig, PersonDetector, WholeImageDetector, yolox_grid
 from pipeline.errors import PosestreamError
 from pipeline.evaluation import LspEvalConfig, evaluate_lsp
 from pipeline.model import load_model_spec
@@ -282,6 +282,23 @@ def test_cli_eval_coco_top_down_prints_ap(capsys, shared):
     assert metrics["detector_frames"] == 4
 
 
+def test_whole_image_detector_gives_each_image_one_box():
+    boxes = WholeImageDetector()([np.zeros((40, 30, 3), np.uint8), np.zeros((10, 20, 3), np.uint8)])
+    np.testing.assert_array_equal(boxes[0], [[-0.5, -0.5, 29.5, 39.5, 1.0]])
+    np.testing.assert_array_equal(boxes[1], [[-0.5, -0.5, 19.5, 9.5, 1.0]])
+
+
+@pytest.mark.shared
+def test_cli_eval_lsp_top_down_on_whole_images(capsys, shared):
+    code = main(["eval", "lsp", "--mode", "top-down", "--detector", WHOLE_IMAGE, "--model", "hpe-0001",
+                 "--data", str(shared / "data/lsp"), "--max-images", "6", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    metrics = json.loads(out[out.index("\n{\n") + 1:])
+    assert metrics["detector"] == WHOLE_IMAGE and metrics["crops"] == 6  # one crop per image, no detector
+    assert metrics["pck_mean_body"] >= 0.6, metrics
+
+
 def test_cli_top_down_with_a_missing_detector_names_it(capsys, tiny_model, tmp_path):
     missing = tmp_path / "missing.onnx"
     code = main(["run", str(tmp_path), "--model", str(tiny_model), "--mode", "top-down", "--detector", str(missing)])
@@ -298,6 +315,8 @@ def test_streams_config_takes_the_top_down_keys(tmp_path):
                                     "streams": [{"path": "a.mp4"}]}, path)
     assert (options.mode, options.detect_every) == ("top-down", 5)
     assert options.detector == str(tmp_path / "models" / "det.onnx")  # relative to the file
+    whole = parse_streams_config({"mode": "top-down", "detector": WHOLE_IMAGE, "streams": [{"path": "a.mp4"}]}, path)
+    assert whole.detector == WHOLE_IMAGE
     defaults = parse_streams_config({"streams": [{"path": "a.mp4"}]}, path)
     assert (defaults.mode, defaults.detector, defaults.detect_every) == ("bottom-up", None, 1)
     with pytest.raises(PosestreamError, match="mode: must be bottom-up or top-down"):

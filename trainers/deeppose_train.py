@@ -3,7 +3,8 @@
 Laid out like torchvision's references: ``main(args)`` wires things up, ``train_one_epoch`` is the plain
 loop, ``evaluate`` scores a stage. Stages train one after another, each with its own network:
 
-1. stage 1 on whole training images (``InitialStageSet``);
+1. stage 1 on each training image's box b⁰: the whole image for LSP, an LSP-like framing of the person
+   for LSPET (``initial_boxes``, ``InitialStageSet``);
 2. before stage s >= 2, stage s-1 runs on ``statistics_images`` training images; its per-joint errors,
    normalised by the crop side σ·diam(y), give N(μ_i, Σ_i), from which stage s's simulated estimates are
    drawn; the real estimates of those images are used too (``RefinementSet``);
@@ -178,12 +179,13 @@ def train_stage(stage: int, config: DeepPoseTrainConfig, dataset, choices: np.nd
 # Evaluation
 
 
-def predict_stage(stage: int, net: DeepPoseNet, images: list[np.ndarray], previous: np.ndarray | None,
-                  config: DeepPoseTrainConfig, device: torch.device) -> np.ndarray:
-    """Stage ``stage``'s joints (N, k, 2) in the images' pixels, from stage ``stage - 1``'s."""
+def predict_stage(stage: int, net: DeepPoseNet, images: list[np.ndarray], boxes: np.ndarray,
+                  previous: np.ndarray | None, config: DeepPoseTrainConfig, device: torch.device) -> np.ndarray:
+    """Stage ``stage``'s joints (N, k, 2) in the images' pixels: stage 1 from the images' boxes b⁰ (N, 4),
+    later stages from stage ``stage - 1``'s joints."""
     batch = config.train.eval_batch_size
     if stage == 1:
-        return predict_initial(net, images, device, batch_size=batch)
+        return predict_initial(net, images, device, initial_boxes=boxes, batch_size=batch)
     return refine(net, images, previous, config.cascade.sigma, device, config.cascade.min_diameter_fraction, batch)
 
 
@@ -346,10 +348,12 @@ def main(args: argparse.Namespace) -> int:
         if saved is not None:
             test_estimates, statistics_estimates = saved
         else:
-            test_estimates = predict_stage(stage, net, test_images, test_estimates, config, device)
+            test_estimates = predict_stage(stage, net, test_images, test_bank.initial_boxes, test_estimates, config,
+                                           device)
             if stage < stages:
-                statistics_estimates = predict_stage(stage, net, statistics_images, statistics_estimates, config,
-                                                     device)
+                statistics_estimates = predict_stage(stage, net, statistics_images,
+                                                     train_bank.initial_boxes[statistics_rows], statistics_estimates,
+                                                     config, device)
             np.savez(_predictions_file(out_dir, stage), test=test_estimates,
                      statistics=statistics_estimates if stage < stages else np.zeros((0,)))
         metrics = evaluate(test_estimates, test_bank)
