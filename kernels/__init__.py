@@ -22,14 +22,15 @@ Shape glossary (the one place these letters are defined):
 Coordinates are (x, y) in map pixels, pixel centres at integers; peaks as found are integer (y, x)
 indices, refined peaks are float (x, y). "Missing" is -1 for indices and 0 for scores.
 """
-from kernels.assemble import (AssignScratch, ConnectScratch, ParseBuffers, allocate_assign_scratch,
-                              allocate_connect_scratch, allocate_parse_buffers, assign, connect_parts)
+from kernels.assemble import (MAX_MAP_WIDTH, AssignScratch, ConnectScratch, ParseBuffers,
+                              allocate_assign_scratch, allocate_connect_scratch, allocate_parse_buffers, assign,
+                              connect_parts)
 from kernels.chain import ParseConfig, SkeletonTables, parse_maps
 from kernels.paf import paf_score_graph
 from kernels.peaks import find_peaks, refine_peaks, refine_peaks_centroid, softargmax
 
 __all__ = [
-    "AssignScratch", "ConnectScratch", "ParseBuffers", "ParseConfig", "SkeletonTables", "allocate_assign_scratch",
-    "allocate_connect_scratch", "allocate_parse_buffers", "assign", "connect_parts",
+    "MAX_MAP_WIDTH", "AssignScratch", "ConnectScratch", "ParseBuffers", "ParseConfig", "SkeletonTables",
+    "allocate_assign_scratch", "allocate_connect_scratch", "allocate_parse_buffers", "assign", "connect_parts",
     "find_peaks", "paf_score_graph", "parse_maps", "refine_peaks", "refine_peaks_centroid", "softargmax",
 ]

@@ -58,6 +58,11 @@ def allocate_connect_scratch(keypoints: int, limbs: int, max_peaks: int) -> Conn
     )
 
 
+# find_peaks' working row holds this many columns: maps up to this wide (a stride-8 map of a 32k-pixel-wide
+# input, or an upsampled one of an 8k-wide input at 4x).
+MAX_MAP_WIDTH = 4096
+
+
 @dataclass(frozen=True)
 class ParseBuffers:
     """Every array the parse writes, allocated once per (N, K, L, M, P) and reused frame after frame."""
@@ -74,6 +79,7 @@ class ParseBuffers:
     person_parts: np.ndarray  # N x P x K int32 peak index per keypoint, -1 when missing
     person_scores: np.ndarray  # N x P float32
     people_dropped: np.ndarray  # N int32 -- people beyond capacity P, counted not kept
+    peak_row_mask: np.ndarray  # MAX_MAP_WIDTH bool: find_peaks' working row
     assign_scratch: AssignScratch  # working memory, so the chain allocates nothing per call
     connect_scratch: ConnectScratch
 
@@ -97,6 +103,7 @@ def allocate_parse_buffers(frames: int, keypoints: int, limbs: int, max_peaks: i
         person_parts=np.full((n, p, k), -1, np.int32),
         person_scores=np.zeros((n, p), np.float32),
         people_dropped=np.zeros(n, np.int32),
+        peak_row_mask=np.zeros(MAX_MAP_WIDTH, np.bool_),
         assign_scratch=allocate_assign_scratch(m),
         connect_scratch=allocate_connect_scratch(k, l, m),
     )

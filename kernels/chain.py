@@ -61,7 +61,7 @@ def parse_maps(heatmaps, pafs, tables: SkeletonTables, config: ParseConfig, buff
         import kernels as ops
     frames = heatmaps.shape[0]
     ops.find_peaks(heatmaps, tables.num_keypoints, config.peak_threshold, config.peak_window,
-                   buffers.peak_counts, buffers.peaks, buffers.peak_scores)
+                   buffers.peak_counts, buffers.peaks, buffers.peak_scores, buffers.peak_row_mask)
     if config.refine == "centroid":
         ops.refine_peaks_centroid(heatmaps, buffers.peak_counts, buffers.peaks, config.refine_window,
                                   buffers.refined)

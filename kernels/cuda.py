@@ -421,6 +421,7 @@ def _paf_score_graph_kernel(pafs, limbs, paf_channels, peak_counts, refined, num
     count_a = peak_counts[n, ka]
     count_b = peak_counts[n, kb]
     needed = min_sample_fraction * num_samples
+    spacing = 1.0 / (num_samples - 1) if num_samples > 1 else 0.0  # t = s * spacing, as the CPU kernel
     for pair in range(cuda.threadIdx.x, capacity * capacity, cuda.blockDim.x):
         a = pair // capacity
         b = pair - a * capacity
@@ -441,7 +442,7 @@ def _paf_score_graph_kernel(pafs, limbs, paf_channels, peak_counts, refined, num
                 total = 0.0
                 above = 0
                 for s in range(num_samples):
-                    t = s / (num_samples - 1) if num_samples > 1 else 0.5
+                    t = s * spacing if num_samples > 1 else 0.5
                     if nearest:
                         column = int(clamped_xa + t * clamped_dx + 0.5)
                         row = int(clamped_ya + t * clamped_dy + 0.5)
@@ -657,8 +658,10 @@ def _blocks(total: int, threads: int) -> int:
 # ------------------------------------------------------------------------------------------------- launchers
 
 
-def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, peak_scores, *, stream=None):
-    """CUDA twin of kernels.peaks.find_peaks (same arguments, same results); see its docstring."""
+def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, peak_scores, row_mask=None, *,
+               stream=None):
+    """CUDA twin of kernels.peaks.find_peaks (same arguments, same results); see its docstring. ``row_mask`` is
+    accepted for the shared signature and not used (the CPU kernel's working row)."""
     capacity = peaks.shape[2]
     if capacity > CANDIDATE_CAPACITY:
         raise ValueError(f"find_peaks on the device keeps at most {CANDIDATE_CAPACITY} peaks per map, not {capacity}")
@@ -856,7 +859,7 @@ def allocate_device_parse_buffers(frames: int, keypoints: int, limbs: int, max_p
     template = allocate_parse_buffers(frames, keypoints, limbs, max_peaks, max_people)
     host = {}
     for name, array in vars(template).items():
-        if not isinstance(array, np.ndarray):
+        if not isinstance(array, np.ndarray) or name == "peak_row_mask":
             host[name] = array  # the host kernels' scratch: never copied, no need to pin
             continue
         pinned = cuda.pinned_array(array.shape, array.dtype)  # page-locked: copies are asynchronous and fast

@@ -38,7 +38,7 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     pafs: N x 2L x H x W float32; limbs: L x 2 int32 keypoint pairs; paf_channels: L x 2 int32 (x, y)
     peak_counts: N x K int32; refined: N x K x M x 2 float32 (x, y)
     scores: N x L x M x M float32 (out) -- score of (a, b); 0 means "not a limb".
-    The S samples sit at a + t (b - a), t = s / (S - 1) (one sample: t = 1/2). ``nearest`` reads each at the
+    The S samples sit at a + t (b - a), t = s * (1 / (S - 1)) (one sample: t = 1/2). ``nearest`` reads each at the
     nearest pixel, as OpenPose, Lightweight OpenPose and trt_pose do: the segment runs between the two
     peaks clamped onto the map and a sample at q reads pixel floor(q + 1/2). Otherwise each sample is
     bilinearly interpolated, clamped onto the map. Either way the PAF is projected on the unit vector from
@@ -55,6 +55,9 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     capacity = refined.shape[2]
     allowed_misses = num_samples - min_sample_fraction * num_samples
     middle = (num_samples - 1) // 2
+    # t = s * spacing, not s / (S - 1): a multiply per sample instead of a division (the reference and the
+    # CUDA kernel compute t the same way, so nearest-pixel samples agree to the bit).
+    spacing = 1.0 / (num_samples - 1) if num_samples > 1 else 0.0
     for n in range(n_frames):
         for l in range(n_limbs):
             ka = limbs[l, 0]
@@ -94,7 +97,7 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
                         # exact early exit below comes after a few samples.
                         step = (i + 1) // 2
                         s = middle + step if i % 2 == 1 else middle - step
-                        t = s / (num_samples - 1) if num_samples > 1 else 0.5
+                        t = s * spacing if num_samples > 1 else 0.5
                         if nearest:
                             # Positions are >= 0 here, so int() is floor(); convex combinations of clamped
                             # ends stay on the map.

@@ -26,13 +26,27 @@ def _insert_peak(scores, peaks, count, capacity, score, y, x):
 
 
 @njit(nogil=True, cache=True)
-def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, peak_scores):
+def _is_windowed_peak(heatmap, y, x, value, window):
+    """The plateau rule over the (2*window+1)^2 neighbourhood of (y, x), clipped to the map."""
+    height, width = heatmap.shape
+    for yy in range(max(0, y - window), min(height, y + window + 1)):
+        for xx in range(max(0, x - window), min(width, x + window + 1)):
+            neighbour = heatmap[yy, xx]
+            before = yy < y or (yy == y and xx < x)
+            if neighbour > value or (before and neighbour == value):
+                return False
+    return True
+
+
+@njit(nogil=True, cache=True)
+def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, peak_scores, row_mask):
     """Local maxima of at least ``threshold`` in a (2*window+1)^2 neighbourhood, best M per keypoint type.
 
     heatmaps: N x C x H x W float32 (only channels 0..K-1 are read, K = num_keypoints)
     peak_counts: N x K int32 (out) -- peaks found, at most M
     peaks: N x K x M x 2 int32 (out) -- (y, x), sorted by score, best first
     peak_scores: N x K x M float32 (out) -- heatmap value at the peak
+    row_mask: bool array of at least W elements, working memory (ParseBuffers.peak_row_mask)
     Plateau rule: a pixel must be strictly greater than the window neighbours before it in raster order
     and at least as great as those after it, so a plateau that fits in one window yields one peak (a
     plateau wider than the window may yield more). NaN pixels are never peaks and suppress nothing.
@@ -41,37 +55,48 @@ def find_peaks(heatmaps, num_keypoints, threshold, window, peak_counts, peaks, p
     height = heatmaps.shape[2]
     width = heatmaps.shape[3]
     capacity = peaks.shape[2]
+    if window == 1 and row_mask.shape[0] < width:
+        raise ValueError("find_peaks: row_mask is shorter than the maps are wide")
     for n in range(n_frames):
         for k in range(num_keypoints):
             heatmap = heatmaps[n, k]
+            scores = peak_scores[n, k]
+            found = peaks[n, k]
             count = 0
             for y in range(height):
+                if window == 1 and 0 < y < height - 1:
+                    # The common case. Most rows hold no pixel above the threshold: skip them with one
+                    # vectorised pass. Otherwise the plateau rule for the row's inner pixels is evaluated
+                    # without branches into row_mask (vectorised; a branch per pixel mispredicts on every
+                    # blob), written with "not >=" / "not >" so that NaN suppresses nothing and is no peak.
+                    row = heatmap[y]
+                    above = False
+                    for x in range(width):
+                        above |= row[x] >= threshold
+                    if not above:
+                        continue
+                    up = heatmap[y - 1]
+                    down = heatmap[y + 1]
+                    for x in range(1, width - 1):
+                        value = row[x]
+                        row_mask[x] = (value >= threshold) & ~(
+                            (up[x - 1] >= value) | (up[x] >= value) | (up[x + 1] >= value) | (row[x - 1] >= value)
+                            | (row[x + 1] > value) | (down[x - 1] > value) | (down[x] > value) | (down[x + 1] > value))
+                    # Raster order, so equal scores keep it: the first column, the inner ones, the last.
+                    value = row[0]
+                    if value >= threshold and _is_windowed_peak(heatmap, y, 0, value, 1):
+                        count = _insert_peak(scores, found, count, capacity, value, y, 0)
+                    for x in range(1, width - 1):
+                        if row_mask[x]:
+                            count = _insert_peak(scores, found, count, capacity, row[x], y, x)
+                    value = row[width - 1]
+                    if width > 1 and value >= threshold and _is_windowed_peak(heatmap, y, width - 1, value, 1):
+                        count = _insert_peak(scores, found, count, capacity, value, y, width - 1)
+                    continue
                 for x in range(width):
                     value = heatmap[y, x]
-                    if not value >= threshold:  # written so that NaN is skipped too
-                        continue
-                    if window == 1 and 0 < y < height - 1 and 0 < x < width - 1:
-                        # The common case, unrolled: the 8 neighbours, raster order decides ties. Written
-                        # with "not" so that a NaN neighbour suppresses nothing, as in the general loop.
-                        is_peak = (not heatmap[y - 1, x - 1] >= value and not heatmap[y - 1, x] >= value
-                                   and not heatmap[y - 1, x + 1] >= value and not heatmap[y, x - 1] >= value
-                                   and not heatmap[y, x + 1] > value and not heatmap[y + 1, x - 1] > value
-                                   and not heatmap[y + 1, x] > value and not heatmap[y + 1, x + 1] > value)
-                        if is_peak:
-                            count = _insert_peak(peak_scores[n, k], peaks[n, k], count, capacity, value, y, x)
-                        continue
-                    is_peak = True
-                    for yy in range(max(0, y - window), min(height, y + window + 1)):
-                        for xx in range(max(0, x - window), min(width, x + window + 1)):
-                            neighbour = heatmap[yy, xx]
-                            before = yy < y or (yy == y and xx < x)
-                            if neighbour > value or (before and neighbour == value):
-                                is_peak = False
-                                break
-                        if not is_peak:
-                            break
-                    if is_peak:
-                        count = _insert_peak(peak_scores[n, k], peaks[n, k], count, capacity, value, y, x)
+                    if value >= threshold and _is_windowed_peak(heatmap, y, x, value, window):
+                        count = _insert_peak(scores, found, count, capacity, value, y, x)
             peak_counts[n, k] = count
             for m in range(count, capacity):
                 peaks[n, k, m, 0] = -1

@@ -184,7 +184,7 @@ def reference_paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, n
     max_peaks = refined.shape[2]
     scores = np.zeros((n_frames, len(limbs), max_peaks, max_peaks), np.float32)
     # t along the candidate, 0 at a and 1 at b; a single sample sits in the middle.
-    t = np.arange(num_samples) / (num_samples - 1) if num_samples > 1 else np.array([0.5])
+    t = np.arange(num_samples) * (1.0 / (num_samples - 1)) if num_samples > 1 else np.array([0.5])
     for n in range(n_frames):
         for l, (ka, kb) in enumerate(limbs):
             count_a, count_b = peak_counts[n, ka], peak_counts[n, kb]

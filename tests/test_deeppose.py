@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 from pipeline.cli import main as cli_main  # noqa: E402
 from pipeline.errors import PosestreamError  # noqa: E402
 from trainers.deeppose import (DEEPPOSE_MODELS, FLIP_JOINTS, JOINT_COUNT, DeepPoseConfig,  # noqa: E402
-                               build_deeppose, crop_image, crop_matrix, denormalise_points, model_size,
+                               build_deeppose, copy_all_but_output, crop_image, crop_matrix, denormalise_points,
+                               model_size,
                                normalise_points, points_in_crop, predict_initial, refine, torso_diameter)
 from trainers.deeppose_checkpoint import load_cascade, load_stage_checkpoint  # noqa: E402
 from trainers.deeppose_config import load_deeppose_config  # noqa: E402
@@ -155,6 +156,17 @@ def test_networks_regress_k_joints(name, parameters):
 
 # ----------------------------------------------------------------------------------------------
 # Jitter statistics and refinement samples
+
+
+def test_a_refinement_stage_can_start_from_the_previous_stage():
+    previous, fresh = build_deeppose("deeppose-tiny"), build_deeppose("deeppose-tiny")
+    output_before = {name: value.clone() for name, value in fresh.regressor[-1].state_dict().items()}
+    copy_all_but_output(previous, fresh)
+    for (name, mine), theirs in zip(fresh.state_dict().items(), previous.state_dict().values()):
+        if name.startswith(f"regressor.{len(fresh.regressor) - 1}."):
+            assert torch.equal(mine, output_before[name.rsplit(".", 1)[1]]), name  # kept its own
+        else:
+            assert torch.equal(mine, theirs), name
 
 
 def test_jitter_sampler_draws_from_the_measured_mean_and_covariance():

@@ -131,7 +131,7 @@ def found_peaks(ops: ModuleType, heatmaps: np.ndarray, threshold: float = 0.1, w
     counts = np.zeros((1, 1), np.int32)
     peaks = np.zeros((1, 1, max_peaks, 2), np.int32)
     scores = np.zeros((1, 1, max_peaks), np.float32)
-    ops.find_peaks(heatmaps, 1, threshold, window, counts, peaks, scores)
+    ops.find_peaks(heatmaps, 1, threshold, window, counts, peaks, scores, np.zeros(kernels.MAX_MAP_WIDTH, np.bool_))
     count = counts[0, 0]
     assert (peaks[0, 0, count:] == -1).all() and (scores[0, 0, count:] == 0).all()
     return [tuple(p) for p in peaks[0, 0, :count].tolist()], scores[0, 0, :count].tolist()
@@ -251,7 +251,7 @@ def test_refine_peaks_recovers_a_gaussian_peak_within_five_hundredths(backend, t
     counts = np.zeros((1, HPE_0001.num_keypoints), np.int32)
     peaks = np.zeros((1, HPE_0001.num_keypoints, 4, 2), np.int32)
     backend.find_peaks(heatmaps[None], HPE_0001.num_keypoints, 0.1, 1, counts, peaks,
-                       np.zeros((1, HPE_0001.num_keypoints, 4), np.float32))
+                       np.zeros((1, HPE_0001.num_keypoints, 4), np.float32), np.zeros(20, np.bool_))
     backend.refine_peaks(heatmaps[None], counts, peaks, refined)
     assert counts[0].tolist() == [1] + [0] * (HPE_0001.num_keypoints - 1)
     assert tuple(refined[0, 0, 0]) == pytest.approx((true_x, true_y), abs=0.05)

@@ -69,7 +69,8 @@ def peaks_of(ops, heatmaps: np.ndarray, num_keypoints: int, threshold: float, wi
     counts = np.zeros((frames, num_keypoints), np.int32)
     peaks = np.zeros((frames, num_keypoints, max_peaks, 2), np.int32)
     scores = np.zeros((frames, num_keypoints, max_peaks), np.float32)
-    ops.find_peaks(heatmaps, num_keypoints, threshold, window, counts, peaks, scores)
+    ops.find_peaks(heatmaps, num_keypoints, threshold, window, counts, peaks, scores,
+                   np.zeros(heatmaps.shape[3], np.bool_))
     return counts, peaks, scores
 
 

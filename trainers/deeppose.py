@@ -147,6 +147,14 @@ def set_output_bias(net: DeepPoseNet, mean_outputs: np.ndarray) -> None:
         bias.copy_(torch.as_tensor(np.asarray(mean_outputs, np.float32).reshape(-1)))
 
 
+def copy_all_but_output(source: DeepPoseNet, target: DeepPoseNet) -> None:
+    """Copy every parameter and BatchNorm statistic of ``source`` into ``target`` except the output layer's: a
+    refinement stage that starts from the previous stage keeps its features but regresses other targets."""
+    output = f"regressor.{len(target.regressor) - 1}."
+    target.load_state_dict({name: value for name, value in source.state_dict().items()
+                            if not name.startswith(output)}, strict=False)
+
+
 def mirror_mean(mean: np.ndarray, flip_probability: float) -> np.ndarray:
     """The mean target per slot (k, 2) when a sample is mirrored with ``flip_probability``: a mirrored
     sample puts joint j's target, x negated, in slot FLIP_JOINTS[j]."""

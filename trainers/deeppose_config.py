@@ -32,6 +32,9 @@ class CascadeSection:
     # Measure errors in the crops a stage really gets (side σ·diam(y^{s-1})) and scale simulated crops by
     # the measured side ratios; false = the paper's σ·diam(y) of the truth for both.
     scale_simulated_crops: bool = True
+    # Start a refinement stage's network from the previous stage's (all but the output layer) instead of
+    # from scratch (the paper trains every stage from scratch, for days).
+    init_from_previous_stage: bool = False
 
 
 @dataclass(frozen=True)

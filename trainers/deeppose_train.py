@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from pipeline.errors import PosestreamError
 from pipeline.evaluation import LSP_LIMBS, format_table, score_lsp
-from trainers.deeppose import (DeepPoseNet, deeppose_config, mirror_mean, predict_initial, refine,
-                               refinement_box_sides, set_output_bias)
+from trainers.deeppose import (DeepPoseNet, copy_all_but_output, deeppose_config, mirror_mean, predict_initial,
+                               refine, refinement_box_sides, set_output_bias)
 from trainers.deeppose_checkpoint import (StageCheckpoint, load_stage_checkpoint, save_stage_checkpoint,
                                           stage_path)
 from trainers.deeppose_config import DeepPoseTrainConfig, TrainSection, load_deeppose_config
@@ -132,11 +132,14 @@ def stage_iterations(config: DeepPoseTrainConfig, stage: int, max_iters: int | N
 
 def train_stage(stage: int, config: DeepPoseTrainConfig, dataset, choices: np.ndarray, device: torch.device,
                 out_dir: Path, log: MetricsLog, jitter: JitterStatistics | None, resume: StageCheckpoint | None,
-                max_iters: int | None, mean_targets: np.ndarray) -> DeepPoseNet:
+                max_iters: int | None, mean_targets: np.ndarray, start_from: DeepPoseNet | None = None) -> DeepPoseNet:
     """Train stage ``stage``'s network (from ``resume`` when it is this stage's unfinished checkpoint);
-    a fresh network starts predicting ``mean_targets`` (k, 2), the targets' mean before mirroring."""
+    a fresh network starts predicting ``mean_targets`` (k, 2), the targets' mean before mirroring, with every
+    other layer copied from ``start_from`` when given."""
     train = config.train
     net = DeepPoseNet(deeppose_config(config.model.name, input_size=config.input_size()))
+    if start_from is not None:
+        copy_all_but_output(start_from, net)
     set_output_bias(net, mirror_mean(mean_targets, config.augment.flip_probability))
     net = net.to(device)
     optimizer = make_optimizer(net, train)
@@ -340,8 +343,9 @@ def main(args: argparse.Namespace) -> int:
                                                     if len(jitter.side_ratios) else None),
                            "time": time.time()})
             continuing = resume if resume is not None and resume.stage == stage and not resume.finished else None
+            start_from = net if stage > 1 and cascade.init_from_previous_stage else None
             net = train_stage(stage, config, dataset, choices, device, out_dir, log, jitter, continuing,
-                              args.max_iters, mean_targets)
+                              args.max_iters, mean_targets, start_from)
 
         needed = len(statistics_rows) if stage < stages else None
         saved = _load_predictions(out_dir, stage, len(test_bank), needed) if done_before else None
