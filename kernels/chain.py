@@ -17,8 +17,9 @@ class ParseConfig:
     refine_window: int = 1  # the centroid's neighbourhood radius in map pixels
     upsample: int = 1  # the caller resizes maps by this factor (bicubic) before the parse; 1 = at the stride
     paf_samples: int = 10  # S
-    # How each PAF sample is read: "nearest" pixel, as OpenPose, Lightweight OpenPose and trt_pose do, or
-    # "bilinear" (sub-pixel, about 1.5x the line integral's time; docs/parse.md has the A/B).
+    # How each PAF sample is read: "nearest" pixel, as OpenPose, Lightweight OpenPose and trt_pose do (except on
+    # candidates shorter than (S - 1) / 2 px, which are interpolated), or "bilinear" everywhere (about 1.5x the
+    # line integral's time; docs/parse.md has the A/B).
     paf_sampling: str = "nearest"
     paf_min_sample_score: float = 0.05
     paf_min_sample_fraction: float = 0.8

@@ -441,9 +441,10 @@ def _paf_score_graph_kernel(pafs, limbs, paf_channels, peak_counts, refined, num
                 clamped_dy = _min(_max(float(refined[n, kb, b, 1]), 0.0), height - 1.0) - clamped_ya
                 total = 0.0
                 above = 0
+                read_nearest = nearest and length >= 0.5 * (num_samples - 1)  # as the CPU kernel
                 for s in range(num_samples):
                     t = s * spacing if num_samples > 1 else 0.5
-                    if nearest:
+                    if read_nearest:
                         column = int(clamped_xa + t * clamped_dx + 0.5)
                         row = int(clamped_ya + t * clamped_dy + 0.5)
                         sample = (float(pafs[n, channel_x, row, column]) * ux

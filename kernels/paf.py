@@ -38,11 +38,13 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     pafs: N x 2L x H x W float32; limbs: L x 2 int32 keypoint pairs; paf_channels: L x 2 int32 (x, y)
     peak_counts: N x K int32; refined: N x K x M x 2 float32 (x, y)
     scores: N x L x M x M float32 (out) -- score of (a, b); 0 means "not a limb".
-    The S samples sit at a + t (b - a), t = s * (1 / (S - 1)) (one sample: t = 1/2). ``nearest`` reads each at the
-    nearest pixel, as OpenPose, Lightweight OpenPose and trt_pose do: the segment runs between the two
-    peaks clamped onto the map and a sample at q reads pixel floor(q + 1/2). Otherwise each sample is
-    bilinearly interpolated, clamped onto the map. Either way the PAF is projected on the unit vector from
-    the unclamped a to b. A candidate is a limb when at least ``min_sample_fraction`` of its samples have a
+    The S samples sit at a + t (b - a), t = s * (1 / (S - 1)) (one sample: t = 1/2). With ``nearest``, a candidate
+    whose samples are at least half a pixel apart (length >= (S - 1) / 2) reads each at the nearest pixel, as
+    OpenPose, Lightweight OpenPose and trt_pose do: the segment runs between the two peaks clamped onto the
+    map and a sample at q reads pixel floor(q + 1/2). Shorter candidates, and all of them without
+    ``nearest``, interpolate each sample bilinearly, clamped onto the map: the samples of a short limb would
+    crowd into its two end pixels, where a limb's own field is weakest. Either way the PAF is projected on
+    the unit vector from the unclamped a to b. A candidate is a limb when at least ``min_sample_fraction`` of its samples have a
     projection above ``min_sample_score`` and its mean projection is positive. With ``length_prior`` on,
     OpenPose's prior min(0.5 * H / length - 1, 0) is added to the mean, which penalises limbs longer than
     half the map height. Candidates shorter than 1e-6 map pixels (two peaks at one spot) have no direction
@@ -58,6 +60,7 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     # t = s * spacing, not s / (S - 1): a multiply per sample instead of a division (the reference and the
     # CUDA kernel compute t the same way, so nearest-pixel samples agree to the bit).
     spacing = 1.0 / (num_samples - 1) if num_samples > 1 else 0.0
+    nearest_min_length = 0.5 * (num_samples - 1)  # samples at least half a pixel apart
     for n in range(n_frames):
         for l in range(n_limbs):
             ka = limbs[l, 0]
@@ -90,6 +93,7 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
                     uy = dy / length
                     clamped_dx = min(max(xb, 0.0), width - 1.0) - clamped_xa
                     clamped_dy = min(max(yb, 0.0), height - 1.0) - clamped_ya
+                    read_nearest = nearest and length >= nearest_min_length
                     total = 0.0
                     misses = 0
                     for i in range(num_samples):
@@ -98,7 +102,7 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
                         step = (i + 1) // 2
                         s = middle + step if i % 2 == 1 else middle - step
                         t = s * spacing if num_samples > 1 else 0.5
-                        if nearest:
+                        if read_nearest:
                             # Positions are >= 0 here, so int() is floor(); convex combinations of clamped
                             # ends stay on the map.
                             column = int(clamped_xa + t * clamped_dx + 0.5)

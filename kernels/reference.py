@@ -10,7 +10,8 @@ when both implement the documented semantics:
     refine_peaks      per-axis parabola through the peak and its two neighbours, vertex clamped to +-0.5 px,
                       no fit along an axis at the map border or where the samples are not a maximum
     paf_score_graph   S samples from a to b: the nearest pixel on the segment between the peaks clamped onto the
-                      map, or bilinear with each sample clamped; projected on the unclamped direction; a limb
+                      map (candidates at least (S - 1) / 2 px long), or bilinear with each sample clamped (shorter
+                      ones, or every one without nearest); projected on the unclamped direction; a limb
                       needs the sample-fraction rule and a positive mean (plus OpenPose's length prior when on)
     assign            Hungarian (scipy's linear_sum_assignment) per limb, keeping positive scores, best first
     connect_parts     extend / start / join-if-disjoint; redundant limbs only complete; min_parts and
@@ -198,16 +199,18 @@ def reference_paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, n
             length = np.hypot(delta[..., 0], delta[..., 1])  # A x B
             usable = length >= 1e-6  # coincident peaks have no direction: never a limb
             unit = delta / np.where(usable, length, 1.0)[..., None]
-            if nearest:  # the segment between the peaks clamped onto the map, read at the nearest pixels
-                start_on_map = np.clip(start, 0.0, upper)
-                delta_on_map = np.clip(end, 0.0, upper) - start_on_map
-                points = start_on_map[:, :, None, :] + t[None, None, :, None] * delta_on_map[:, :, None, :]
-                sample = _nearest
-            else:
-                points = start[:, :, None, :] + t[None, None, :, None] * delta[:, :, None, :]  # A x B x S x 2
-                sample = _bilinear
-            along = (sample(paf_x, points[..., 0], points[..., 1]) * unit[..., None, 0]
-                     + sample(paf_y, points[..., 0], points[..., 1]) * unit[..., None, 1])  # A x B x S
+            # Nearest pixels (on the segment between the peaks clamped onto the map) for candidates whose samples
+            # are at least half a pixel apart; bilinear for the rest, and for all without ``nearest``.
+            start_on_map = np.clip(start, 0.0, upper)
+            delta_on_map = np.clip(end, 0.0, upper) - start_on_map
+            on_map = start_on_map[:, :, None, :] + t[None, None, :, None] * delta_on_map[:, :, None, :]
+            points = start[:, :, None, :] + t[None, None, :, None] * delta[:, :, None, :]  # A x B x S x 2
+            read_nearest = (nearest & (length >= 0.5 * (num_samples - 1)))[..., None]  # A x B x 1
+            nearest_x = _nearest(paf_x, on_map[..., 0], on_map[..., 1])
+            nearest_y = _nearest(paf_y, on_map[..., 0], on_map[..., 1])
+            field_x = np.where(read_nearest, nearest_x, _bilinear(paf_x, points[..., 0], points[..., 1]))
+            field_y = np.where(read_nearest, nearest_y, _bilinear(paf_y, points[..., 0], points[..., 1]))
+            along = field_x * unit[..., None, 0] + field_y * unit[..., None, 1]  # A x B x S
             mean = along.mean(axis=2)
             if length_prior:
                 # OpenPose: no penalty up to half the map height, then increasingly negative.

@@ -663,6 +663,21 @@ def test_centroid_refinement_through_the_chain_finds_the_same_people(backend):
     assert_found_people_match_truth(kernel_people(centroid, 0), truth)
 
 
+def test_short_candidates_interpolate_even_with_nearest_sampling(backend):
+    # S = 10 samples on a limb 3 px long are a third of a pixel apart: most would read the two end pixels, so
+    # a candidate shorter than (S - 1) / 2 = 4.5 px is interpolated. Same field as above: 0.6 at y = 2.4.
+    pafs = np.zeros((1, 2, 5, 9), np.float32)
+    pafs[0, 0, 2, :] = 1.0
+    args = (pafs, np.array([[0, 1]], np.int32), np.array([[0, 1]], np.int32), np.array([[1, 1]], np.int32))
+    for end_x, expected in ((4.0, 0.6), (6.0, 1.0)):  # 3 px: interpolated; 5 px: nearest pixel (row 2)
+        refined = np.array([[[[1.0, 2.4]], [[end_x, 2.4]]]], np.float32)
+        scores = np.zeros((1, 1, 1, 1), np.float32)
+        backend.paf_score_graph(*args, refined, 10, 0.5, 0.8, False, True, scores)
+        assert scores[0, 0, 0, 0] == pytest.approx(expected, abs=1e-6), end_x
+        reference = reference_paf_score_graph(*args, refined, 10, 0.5, 0.8, False, True)
+        assert reference[0, 0, 0, 0] == pytest.approx(expected, abs=1e-6), end_x
+
+
 def test_parse_config_rejects_an_unknown_refinement():
     with pytest.raises(ValueError, match="refine"):
         ParseConfig(refine="spline")
