@@ -93,28 +93,37 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
                     uy = dy / length
                     clamped_dx = min(max(xb, 0.0), width - 1.0) - clamped_xa
                     clamped_dy = min(max(yb, 0.0), height - 1.0) - clamped_ya
-                    read_nearest = nearest and length >= nearest_min_length
+                    # Middle-out samples: wrong pairs fail in the middle, far from the shared end peaks, so the
+                    # exact early exit (the sample-fraction rule can no longer be met) comes after a few samples.
+                    # One loop per mode: a single loop that picks the mode per sample measured 15 % slower.
                     total = 0.0
                     misses = 0
-                    for i in range(num_samples):
-                        # Middle-out: wrong pairs fail in the middle, far from the shared end peaks, so the
-                        # exact early exit below comes after a few samples.
-                        step = (i + 1) // 2
-                        s = middle + step if i % 2 == 1 else middle - step
-                        t = s * spacing if num_samples > 1 else 0.5
-                        if read_nearest:
-                            # Positions are >= 0 here, so int() is floor(); convex combinations of clamped
-                            # ends stay on the map.
+                    if nearest and length >= nearest_min_length:
+                        for i in range(num_samples):
+                            step = (i + 1) // 2
+                            s = middle + step if i % 2 == 1 else middle - step
+                            t = s * spacing if num_samples > 1 else 0.5
+                            # Positions are >= 0 here, so int() is floor(); convex combinations of clamped ends
+                            # stay on the map.
                             column = int(clamped_xa + t * clamped_dx + 0.5)
                             row = int(clamped_ya + t * clamped_dy + 0.5)
                             sample = paf_x[row, column] * ux + paf_y[row, column] * uy
-                        else:
+                            total += sample
+                            if not sample > min_sample_score:
+                                misses += 1
+                                if misses > allowed_misses:
+                                    break
+                    else:
+                        for i in range(num_samples):
+                            step = (i + 1) // 2
+                            s = middle + step if i % 2 == 1 else middle - step
+                            t = s * spacing if num_samples > 1 else 0.5
                             sample = _paf_along(paf_x, paf_y, xa + t * dx, ya + t * dy, ux, uy)
-                        total += sample
-                        if not sample > min_sample_score:
-                            misses += 1
-                            if misses > allowed_misses:
-                                break  # the sample-fraction rule can no longer be met: not a limb
+                            total += sample
+                            if not sample > min_sample_score:
+                                misses += 1
+                                if misses > allowed_misses:
+                                    break
                     if misses > allowed_misses:
                         continue
                     score = total / num_samples
