@@ -13,6 +13,8 @@ class AssignScratch(NamedTuple):
 
     row_candidates: np.ndarray  # M int32: positive candidates per peak a
     col_candidates: np.ndarray  # M int32: positive candidates per peak b
+    row_partner: np.ndarray  # M int32: a peak b with a positive candidate for peak a (its only one when count 1)
+    col_partner: np.ndarray  # M int32: the same per peak b
     contested_rows: np.ndarray  # M int32
     contested_cols: np.ndarray  # M int32
     cost: np.ndarray  # M x M float64: the Hungarian's cost matrix
@@ -28,6 +30,7 @@ def allocate_assign_scratch(max_peaks: int) -> AssignScratch:
     m = max_peaks
     return AssignScratch(
         row_candidates=np.zeros(m, np.int32), col_candidates=np.zeros(m, np.int32),
+        row_partner=np.zeros(m, np.int32), col_partner=np.zeros(m, np.int32),
         contested_rows=np.zeros(m, np.int32), contested_cols=np.zeros(m, np.int32),
         cost=np.zeros((m, m), np.float64), row_of_col=np.zeros(m + 1, np.int64), u=np.zeros(m + 1, np.float64),
         v=np.zeros(m + 1, np.float64), min_slack=np.zeros(m + 1, np.float64), way=np.zeros(m + 1, np.int64),
@@ -174,6 +177,8 @@ def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match
     """
     row_candidates = scratch.row_candidates
     col_candidates = scratch.col_candidates
+    row_partner = scratch.row_partner
+    col_partner = scratch.col_partner
     contested_rows = scratch.contested_rows
     contested_cols = scratch.contested_cols
     cost = scratch.cost
@@ -189,22 +194,26 @@ def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match
                 row_candidates[a] = 0
             for b in range(count_b):
                 col_candidates[b] = 0
+            # Counted without branches (a branch per cell mispredicts on every candidate); each peak also
+            # remembers a partner, its only one when it has one candidate.
             for a in range(count_a):
+                row_total = 0
+                partner = -1
                 for b in range(count_b):
-                    if scores[a, b] > 0.0:
-                        row_candidates[a] += 1
-                        col_candidates[b] += 1
+                    positive = scores[a, b] > 0.0
+                    row_total += int(positive)
+                    partner = b if positive else partner
+                    col_candidates[b] += int(positive)
+                    col_partner[b] = a if positive else col_partner[b]
+                row_candidates[a] = row_total
+                row_partner[a] = partner
             rows = 0
             for a in range(count_a):
                 if row_candidates[a] == 0:
                     continue
                 direct = -1
-                if row_candidates[a] == 1:
-                    for b in range(count_b):
-                        if scores[a, b] > 0.0:
-                            if col_candidates[b] == 1:
-                                direct = b
-                            break
+                if row_candidates[a] == 1 and col_candidates[row_partner[a]] == 1:
+                    direct = row_partner[a]
                 if direct >= 0:
                     matches[n, l, found, 0] = a
                     matches[n, l, found, 1] = direct
@@ -218,14 +227,10 @@ def assign(limb_scores, limbs, peak_counts, frames, match_counts, matches, match
                 if col_candidates[b] > 1:
                     contested_cols[cols] = b
                     cols += 1
-                elif col_candidates[b] == 1:
-                    # Its one candidate row is contested when that row has other candidates too.
-                    for a in range(count_a):
-                        if scores[a, b] > 0.0:
-                            if row_candidates[a] > 1:
-                                contested_cols[cols] = b
-                                cols += 1
-                            break
+                elif col_candidates[b] == 1 and row_candidates[col_partner[b]] > 1:
+                    # Its one candidate row is contested: that row has other candidates too.
+                    contested_cols[cols] = b
+                    cols += 1
             if rows > 0 and cols > 0:
                 transposed = rows > cols  # the solver wants rows <= cols
                 short = cols if transposed else rows
