@@ -7,6 +7,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from kernels.paf import PafScratch, allocate_paf_scratch
+
 
 class AssignScratch(NamedTuple):
     """assign's working memory for capacity M, allocated once (a NamedTuple of arrays: Numba reads its fields)."""
@@ -83,7 +85,7 @@ class ParseBuffers:
     person_scores: np.ndarray  # N x P float32
     people_dropped: np.ndarray  # N int32 -- people beyond capacity P, counted not kept
     peak_row_mask: np.ndarray  # MAX_MAP_WIDTH bool: find_peaks' working row
-    paf_read_ahead: np.ndarray  # 1 float64: paf_score_graph's working memory (see its docstring)
+    paf_scratch: PafScratch  # working memory, so the chain allocates nothing per call
     assign_scratch: AssignScratch  # working memory, so the chain allocates nothing per call
     connect_scratch: ConnectScratch
 
@@ -108,7 +110,7 @@ def allocate_parse_buffers(frames: int, keypoints: int, limbs: int, max_peaks: i
         person_scores=np.zeros((n, p), np.float32),
         people_dropped=np.zeros(n, np.int32),
         peak_row_mask=np.zeros(MAX_MAP_WIDTH, np.bool_),
-        paf_read_ahead=np.zeros(1, np.float64),
+        paf_scratch=allocate_paf_scratch(m),
         assign_scratch=allocate_assign_scratch(m),
         connect_scratch=allocate_connect_scratch(k, l, m),
     )

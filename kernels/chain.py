@@ -71,7 +71,7 @@ def parse_maps(heatmaps, pafs, tables: SkeletonTables, config: ParseConfig, buff
     ops.paf_score_graph(pafs, tables.limbs, tables.paf_channels, buffers.peak_counts, buffers.refined,
                         config.paf_samples, config.paf_min_sample_score, config.paf_min_sample_fraction,
                         config.paf_length_prior, config.paf_sampling == "nearest", buffers.limb_scores,
-                        buffers.paf_read_ahead)
+                        buffers.paf_scratch)
     ops.assign(buffers.limb_scores, tables.limbs, buffers.peak_counts, frames,
                buffers.match_counts, buffers.matches, buffers.match_scores, buffers.assign_scratch)
     ops.connect_parts(buffers.matches, buffers.match_scores, buffers.match_counts, tables.limbs, tables.redundant,

@@ -722,10 +722,9 @@ def softargmax(heatmaps, num_keypoints, beta, keypoints, *, stream=None):
 
 
 def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples, min_sample_score,
-                    min_sample_fraction, length_prior, nearest, scores, read_ahead_sum=None, *, stream=None):
+                    min_sample_fraction, length_prior, nearest, scores, scratch=None, *, stream=None):
     """CUDA twin of kernels.paf.paf_score_graph (same arguments, same results); see its docstring.
-    ``read_ahead_sum`` is accepted for the shared signature and not used: the CPU kernel's cache read-ahead
-    has no device counterpart."""
+    ``scratch`` is accepted for the shared signature and not used: each device thread scores one candidate."""
     stream = _resolve_stream(stream)
     args = _Arguments(stream)
     pafs_device = args.read(pafs)
@@ -862,7 +861,7 @@ def allocate_device_parse_buffers(frames: int, keypoints: int, limbs: int, max_p
     template = allocate_parse_buffers(frames, keypoints, limbs, max_peaks, max_people)
     host = {}
     for name, array in vars(template).items():
-        if not isinstance(array, np.ndarray) or name in ("peak_row_mask", "paf_read_ahead"):
+        if not isinstance(array, np.ndarray) or name == "peak_row_mask":
             host[name] = array  # the host kernels' scratch: never copied, no need to pin
             continue
         pinned = cuda.pinned_array(array.shape, array.dtype)  # page-locked: copies are asynchronous and fast

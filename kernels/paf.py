@@ -2,8 +2,23 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import numpy as np
 from numba import njit
+
+
+class PafScratch(NamedTuple):
+    """paf_score_graph's working memory for capacity M, allocated once (a NamedTuple of arrays: Numba reads its fields)."""
+
+    read_ahead_sum: np.ndarray  # 1 float64: the sum of the values read ahead, stored so the compiler keeps those reads
+    head_totals: np.ndarray  # M float64: per peak b, the sum of the first samples from the current peak a
+    head_misses: np.ndarray  # M int32: per peak b, how many of those samples missed (0 for a short candidate)
+
+
+def allocate_paf_scratch(max_peaks: int) -> PafScratch:
+    return PafScratch(read_ahead_sum=np.zeros(1, np.float64), head_totals=np.zeros(max_peaks, np.float64),
+                      head_misses=np.zeros(max_peaks, np.int32))
 
 
 @njit(nogil=True, cache=True)
@@ -54,6 +69,39 @@ def _nearest_sample(paf_x, paf_y, start_x, start_y, delta_x, delta_y, t, ux, uy)
     return paf_x[row, column] * ux + paf_y[row, column] * uy
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _read_nearest_heads(paf_x, paf_y, xa, ya, ends, count_b, head, middle, spacing, num_samples, min_sample_score,
+                        nearest_min_length, head_totals, head_misses):
+    """The first ``head`` nearest-pixel samples of every candidate from (xa, ya) to a peak in ``ends``.
+
+    A loop over the candidates with no exit, so their reads overlap; the candidate loop then drops those
+    that fail here without touching them again. Short candidates (interpolated, see paf_score_graph) get
+    0 misses here and are read there.
+    """
+    height, width = paf_x.shape
+    clamped_xa = min(max(xa, 0.0), width - 1.0)
+    clamped_ya = min(max(ya, 0.0), height - 1.0)
+    for b in range(count_b):
+        xb = ends[b, 0]
+        yb = ends[b, 1]
+        dx = xb - xa
+        dy = yb - ya
+        length = math.sqrt(dx * dx + dy * dy)
+        ux = dx / length if length > 0.0 else 0.0
+        uy = dy / length if length > 0.0 else 0.0
+        clamped_dx = min(max(xb, 0.0), width - 1.0) - clamped_xa
+        clamped_dy = min(max(yb, 0.0), height - 1.0) - clamped_ya
+        total = 0.0
+        misses = 0
+        for i in range(head):
+            sample = _nearest_sample(paf_x, paf_y, clamped_xa, clamped_ya, clamped_dx, clamped_dy,
+                                     _middle_out_t(i, middle, spacing, num_samples), ux, uy)
+            total += sample
+            misses += int(not sample > min_sample_score)
+        head_totals[b] = total
+        head_misses[b] = misses if length >= nearest_min_length else 0
+
+
 # Bytes per cache line (x86-64 and most ARM cores): the read-ahead below reads one value per line.
 CACHE_LINE_BYTES = 64
 
@@ -97,14 +145,13 @@ def _read_ahead(paf_x, paf_y, starts, count_a, ends, count_b):
 
 @njit(nogil=True, cache=True)
 def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples, min_sample_score,
-                    min_sample_fraction, length_prior, nearest, scores, read_ahead_sum):
+                    min_sample_fraction, length_prior, nearest, scores, scratch):
     """Score every (peak a, peak b) candidate of every limb by the PAF line integral.
 
     pafs: N x 2L x H x W float32; limbs: L x 2 int32 keypoint pairs; paf_channels: L x 2 int32 (x, y)
     peak_counts: N x K int32; refined: N x K x M x 2 float32 (x, y)
     scores: N x L x M x M float32 (out) -- score of (a, b); 0 means "not a limb".
-    read_ahead_sum: float64 array of at least one element, working memory (ParseBuffers.paf_read_ahead): the
-    sum of the values read to pull each limb's region into cache, stored so the compiler keeps those reads.
+    scratch: PafScratch for capacity >= M (allocate_paf_scratch), overwritten.
     The S samples sit at a + t (b - a), t = s * (1 / (S - 1)) (one sample: t = 1/2). With ``nearest``, a candidate
     whose samples are at least half a pixel apart (length >= (S - 1) / 2) reads each at the nearest pixel, as
     OpenPose, Lightweight OpenPose and trt_pose do: the segment runs between the two peaks clamped onto the
@@ -127,6 +174,8 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     spacing = 1.0 / (num_samples - 1) if num_samples > 1 else 0.0
     nearest_min_length = 0.5 * (num_samples - 1)  # samples at least half a pixel apart
     head = max(min(num_samples, int(math.floor(allowed_misses)) + 1), 0)  # samples read before one can fail
+    head_totals = scratch.head_totals
+    head_misses = scratch.head_misses
     for n in range(n_frames):
         for l in range(n_limbs):
             ka = limbs[l, 0]
@@ -141,14 +190,19 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
             for a in range(capacity):
                 for b in range(capacity):
                     limb_scores[a, b] = 0.0
-            read_ahead_sum[0] += _read_ahead(paf_x, paf_y, starts, count_a, ends, count_b)
+            scratch.read_ahead_sum[0] += _read_ahead(paf_x, paf_y, starts, count_a, ends, count_b)
             for a in range(count_a):
                 xa = starts[a, 0]
                 ya = starts[a, 1]
                 # The nearest-pixel segment's start, clamped once here instead of at every sample.
                 clamped_xa = min(max(xa, 0.0), width - 1.0)
                 clamped_ya = min(max(ya, 0.0), height - 1.0)
+                if nearest:
+                    _read_nearest_heads(paf_x, paf_y, xa, ya, ends, count_b, head, middle, spacing, num_samples,
+                                        min_sample_score, nearest_min_length, head_totals, head_misses)
                 for b in range(count_b):
+                    if nearest and head_misses[b] > allowed_misses:
+                        continue  # failed its first samples
                     xb = ends[b, 0]
                     yb = ends[b, 1]
                     dx = xb - xa
@@ -158,31 +212,25 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
                         continue
                     ux = dx / length
                     uy = dy / length
-                    clamped_dx = min(max(xb, 0.0), width - 1.0) - clamped_xa
-                    clamped_dy = min(max(yb, 0.0), height - 1.0) - clamped_ya
                     # Samples middle-out (_middle_out_t), with an exact early exit: once the sample-fraction rule
-                    # can no longer be met. One loop per mode: picking the mode per sample measured 15 % slower.
-                    total = 0.0
-                    misses = 0
-                    # The first ``head`` samples are read whatever they hold (the rule cannot fail sooner), so
-                    # their misses are counted without a branch: a fifth off the line integral at P = 40.
+                    # can no longer be met. The first ``head`` samples are read whatever they hold (the rule
+                    # cannot fail sooner), so their misses are counted without a branch.
                     if nearest and length >= nearest_min_length:
-                        for i in range(head):
+                        total = head_totals[b]
+                        misses = head_misses[b]
+                        clamped_dx = min(max(xb, 0.0), width - 1.0) - clamped_xa
+                        clamped_dy = min(max(yb, 0.0), height - 1.0) - clamped_ya
+                        for i in range(head, num_samples):
                             sample = _nearest_sample(paf_x, paf_y, clamped_xa, clamped_ya, clamped_dx, clamped_dy,
                                                      _middle_out_t(i, middle, spacing, num_samples), ux, uy)
                             total += sample
-                            misses += int(not sample > min_sample_score)
-                        if misses <= allowed_misses:
-                            for i in range(head, num_samples):
-                                sample = _nearest_sample(paf_x, paf_y, clamped_xa, clamped_ya, clamped_dx,
-                                                         clamped_dy, _middle_out_t(i, middle, spacing, num_samples),
-                                                         ux, uy)
-                                total += sample
-                                if not sample > min_sample_score:
-                                    misses += 1
-                                    if misses > allowed_misses:
-                                        break
+                            if not sample > min_sample_score:
+                                misses += 1
+                                if misses > allowed_misses:
+                                    break
                     else:
+                        total = 0.0
+                        misses = 0
                         for i in range(head):
                             t = _middle_out_t(i, middle, spacing, num_samples)
                             sample = _paf_along(paf_x, paf_y, xa + t * dx, ya + t * dy, ux, uy)

@@ -672,7 +672,7 @@ def test_short_candidates_interpolate_even_with_nearest_sampling(backend):
     for end_x, expected in ((4.0, 0.6), (6.0, 1.0)):  # 3 px: interpolated; 5 px: nearest pixel (row 2)
         refined = np.array([[[[1.0, 2.4]], [[end_x, 2.4]]]], np.float32)
         scores = np.zeros((1, 1, 1, 1), np.float32)
-        backend.paf_score_graph(*args, refined, 10, 0.5, 0.8, False, True, scores, np.zeros(1))
+        backend.paf_score_graph(*args, refined, 10, 0.5, 0.8, False, True, scores, kernels.allocate_paf_scratch(1))
         assert scores[0, 0, 0, 0] == pytest.approx(expected, abs=1e-6), end_x
         reference = reference_paf_score_graph(*args, refined, 10, 0.5, 0.8, False, True)
         assert reference[0, 0, 0, 0] == pytest.approx(expected, abs=1e-6), end_x
@@ -699,7 +699,7 @@ def test_paf_samples_read_the_nearest_pixel_or_interpolate(backend, peak_y, near
     for nearest, expected in ((True, nearest_score), (False, bilinear_score)):
         scores = np.full((1, 1, 1, 1), -1.0, np.float32)
         backend.paf_score_graph(pafs, limbs, channels, counts, refined, 7, 0.5, 0.8, False, nearest, scores,
-                                np.zeros(1))
+                                kernels.allocate_paf_scratch(1))
         reference = reference_paf_score_graph(pafs, limbs, channels, counts, refined, 7, 0.5, 0.8, False, nearest)
         assert scores[0, 0, 0, 0] == pytest.approx(expected, abs=1e-6), f"nearest={nearest}"
         assert reference[0, 0, 0, 0] == pytest.approx(expected, abs=1e-6), f"nearest={nearest}"
