@@ -14,11 +14,12 @@ class PafScratch(NamedTuple):
     read_ahead_sum: np.ndarray  # 1 float64: the sum of the values read ahead, stored so the compiler keeps those reads
     head_totals: np.ndarray  # M float64: per peak b, the sum of the first samples from the current peak a
     head_misses: np.ndarray  # M int32: per peak b, how many of those samples missed (0 for a short candidate)
+    survivors: np.ndarray  # M int32: the peaks b whose candidates from the current peak a may still be limbs
 
 
 def allocate_paf_scratch(max_peaks: int) -> PafScratch:
     return PafScratch(read_ahead_sum=np.zeros(1, np.float64), head_totals=np.zeros(max_peaks, np.float64),
-                      head_misses=np.zeros(max_peaks, np.int32))
+                      head_misses=np.zeros(max_peaks, np.int32), survivors=np.zeros(max_peaks, np.int32))
 
 
 @njit(nogil=True, cache=True)
@@ -71,16 +72,18 @@ def _nearest_sample(paf_x, paf_y, start_x, start_y, delta_x, delta_y, t, ux, uy)
 
 @njit(nogil=True, cache=True, inline="always")
 def _read_nearest_heads(paf_x, paf_y, xa, ya, ends, count_b, head, middle, spacing, num_samples, min_sample_score,
-                        nearest_min_length, head_totals, head_misses):
+                        allowed_misses, nearest_min_length, head_totals, head_misses, survivors):
     """The first ``head`` nearest-pixel samples of every candidate from (xa, ya) to a peak in ``ends``.
 
-    A loop over the candidates with no exit, so their reads overlap; the candidate loop then drops those
-    that fail here without touching them again. Short candidates (interpolated, see paf_score_graph) get
-    0 misses here and are read there.
+    A loop over the candidates with no exit and no branch on the samples, so their reads overlap and nothing
+    mispredicts. Lists the candidates that may still be limbs in ``survivors`` and returns their count; the
+    candidate loop scores only those. Short candidates (interpolated, see paf_score_graph) get 0 misses here
+    and always survive, to be read there.
     """
     height, width = paf_x.shape
     clamped_xa = min(max(xa, 0.0), width - 1.0)
     clamped_ya = min(max(ya, 0.0), height - 1.0)
+    count = 0
     for b in range(count_b):
         xb = ends[b, 0]
         yb = ends[b, 1]
@@ -100,6 +103,9 @@ def _read_nearest_heads(paf_x, paf_y, xa, ya, ends, count_b, head, middle, spaci
             misses += int(not sample > min_sample_score)
         head_totals[b] = total
         head_misses[b] = misses if length >= nearest_min_length else 0
+        survivors[count] = b
+        count += int(head_misses[b] <= allowed_misses)
+    return count
 
 
 # Bytes per cache line (x86-64 and most ARM cores): the read-ahead below reads one value per line.
@@ -176,6 +182,7 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
     head = max(min(num_samples, int(math.floor(allowed_misses)) + 1), 0)  # samples read before one can fail
     head_totals = scratch.head_totals
     head_misses = scratch.head_misses
+    survivors = scratch.survivors
     for n in range(n_frames):
         for l in range(n_limbs):
             ka = limbs[l, 0]
@@ -198,11 +205,15 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
                 clamped_xa = min(max(xa, 0.0), width - 1.0)
                 clamped_ya = min(max(ya, 0.0), height - 1.0)
                 if nearest:
-                    _read_nearest_heads(paf_x, paf_y, xa, ya, ends, count_b, head, middle, spacing, num_samples,
-                                        min_sample_score, nearest_min_length, head_totals, head_misses)
-                for b in range(count_b):
-                    if nearest and head_misses[b] > allowed_misses:
-                        continue  # failed its first samples
+                    survivor_count = _read_nearest_heads(
+                        paf_x, paf_y, xa, ya, ends, count_b, head, middle, spacing, num_samples, min_sample_score,
+                        allowed_misses, nearest_min_length, head_totals, head_misses, survivors)
+                else:
+                    survivor_count = count_b
+                    for b in range(count_b):
+                        survivors[b] = b
+                for survivor in range(survivor_count):
+                    b = survivors[survivor]
                     xb = ends[b, 0]
                     yb = ends[b, 1]
                     dx = xb - xa

@@ -485,6 +485,10 @@ PARITY_CASES: dict[str, tuple[ParseConfig, Layout]] = {
                           min_parts=2, min_mean_score=0.5), HPE_0001),
     "shuffled-limbs": (ParseConfig(min_parts=2), SHUFFLED_LIMBS),
     "bilinear": (ParseConfig(paf_sampling="bilinear"), HPE_0001),
+    # Other sample rules: paf_score_graph reads the first floor(allowed misses) + 1 samples of every candidate
+    # before any can fail; these make that 1 (every sample must pass) and 6 (half may miss) instead of 3.
+    "every-sample": (ParseConfig(paf_samples=4, paf_min_sample_fraction=1.0), HPE_0001),
+    "half-the-samples": (ParseConfig(paf_min_sample_fraction=0.5), HPE_0001),
 }
 PARITY_SEEDS = range(8)
 FRAMES_PER_BATCH = 3
