@@ -28,10 +28,12 @@ from kernels.assemble import (MAX_MAP_WIDTH, AssignScratch, ConnectScratch, Pars
 from kernels.chain import ParseConfig, SkeletonTables, parse_maps
 from kernels.paf import PafScratch, allocate_paf_scratch, paf_score_graph
 from kernels.peaks import find_peaks, refine_peaks, refine_peaks_centroid, softargmax
+from kernels.people import people_to_image
 
 __all__ = [
     "MAX_MAP_WIDTH", "AssignScratch", "ConnectScratch", "PafScratch", "ParseBuffers", "ParseConfig", "SkeletonTables",
     "allocate_assign_scratch", "allocate_connect_scratch", "allocate_paf_scratch", "allocate_parse_buffers", "assign",
     "connect_parts",
-    "find_peaks", "paf_score_graph", "parse_maps", "refine_peaks", "refine_peaks_centroid", "softargmax",
+    "find_peaks", "paf_score_graph", "parse_maps", "people_to_image", "refine_peaks", "refine_peaks_centroid",
+    "softargmax",
 ]

@@ -14,7 +14,7 @@ from pipeline.errors import PosestreamError
 from pipeline.model import ModelSpec
 from pipeline.preprocess import Letterbox, fill_input, plan_letterbox
 from pipeline.skeleton import coco17_index_map
-from pipeline.types import Person, boxes_around_keypoints
+from pipeline.types import Person
 
 
 def skeleton_tables(spec: ModelSpec) -> SkeletonTables:
@@ -67,6 +67,7 @@ class BottomUpEstimator:
         self._coco_from_model = index_map
         self._buffers: kernels.ParseBuffers | None = None
         self._device_buffers = None  # kernels.cuda.DeviceParseBuffers, for parse_device "cuda"
+        self._image_people: ImagePeople | None = None
         self._device_tables = None
         if config.parse_device not in ("cpu", "cuda"):
             raise PosestreamError("parse_device", f"must be 'cpu' or 'cuda', got {config.parse_device!r}")
@@ -132,7 +133,7 @@ class BottomUpEstimator:
         buffers = self._buffers_for(frames)
         kernels.parse_maps(heatmaps, pafs, self._tables, config, buffers)
         self.stats.people_dropped += int(buffers.people_dropped[:frames].sum())
-        return [self._people_of_frame(buffers, n, box, stride) for n in range(frames)]
+        return self._people(buffers, frames, box, stride)
 
     def parse_on_device(self, heatmaps, pafs, box: Letterbox) -> list[list[Person]]:
         """Device maps (the backend's outputs, no copy) -> people; the CUDA kernels run on the backend's stream."""
@@ -149,32 +150,42 @@ class BottomUpEstimator:
         buffers = self._device_buffers.host
         self.stats.people_dropped += int(buffers.people_dropped[:frames].sum())
         stride = float(self.spec.stride) / max(1, config.upsample)
-        return [self._people_of_frame(buffers, n, box, stride) for n in range(frames)]
+        return self._people(buffers, frames, box, stride)
 
-    def _people_of_frame(self, buffers: kernels.ParseBuffers, n: int, box: Letterbox, stride: float) -> list[Person]:
-        count = int(buffers.person_counts[n])
-        if count == 0:
-            return []
-        model_index = self._coco_from_model  # 17, -1 where the model lacks the COCO keypoint
-        known = model_index >= 0
-        safe_index = np.where(known, model_index, 0)
-        peaks = buffers.person_parts[n, :count][:, safe_index]  # P x 17 peak index, -1 when missing
-        found = known[None, :] & (peaks >= 0)
-        safe_peaks = np.where(found, peaks, 0)
-        map_xy = buffers.refined[n, safe_index[None, :], safe_peaks]  # P x 17 x 2
-        # Map pixel centres sit at (i + 0.5) * stride - 0.5 in network-input pixels.
-        image_xy = box.to_image((map_xy + 0.5) * stride - 0.5)
-        # A map cell at the image edge can centre in the letterbox padding: keep points on the image.
-        np.clip(image_xy[..., 0], 0.0, box.image_width - 1.0, out=image_xy[..., 0])
-        np.clip(image_xy[..., 1], 0.0, box.image_height - 1.0, out=image_xy[..., 1])
-        confidence = np.minimum(buffers.peak_scores[n, safe_index[None, :], safe_peaks], 1.0)
-        keypoints = np.zeros((count, len(model_index), 3), np.float32)
-        keypoints[..., :2] = np.where(found[..., None], image_xy, 0.0)
-        keypoints[..., 2] = np.where(found, confidence, 0.0)
-        boxes = boxes_around_keypoints(keypoints, fallback=np.zeros((count, 4)))
-        return [Person(score=float(buffers.person_scores[n, p]), keypoints=keypoints[p],
-                       bbox=tuple(float(v) for v in boxes[p]))
-                for p in range(count) if found[p].any()]  # a person of only a neck is nothing in COCO-17
+    def _people(self, buffers: kernels.ParseBuffers, frames: int, box: Letterbox, stride: float) -> list[list[Person]]:
+        """The parse's people of ``frames`` frames in original-image pixels, one kernel call for the batch."""
+        image_people = self._image_people_for(buffers.batch_capacity, buffers.person_parts.shape[1])
+        kernels.people_to_image(buffers.person_counts, buffers.person_parts, buffers.refined, buffers.peak_scores,
+                                frames, self._coco_from_model, stride, box.scale, box.pad_x, box.pad_y,
+                                box.image_width, box.image_height, image_people.keypoints, image_people.boxes,
+                                image_people.kept)
+        keypoints = image_people.keypoints[:frames].copy()  # the buffers are reused by the next batch
+        people = []
+        for n in range(frames):
+            found = []
+            for p in range(int(buffers.person_counts[n])):
+                if image_people.kept[n, p]:  # a person of only a neck is nothing in COCO-17
+                    x, y, w, h = image_people.boxes[n, p].tolist()
+                    found.append(Person(score=float(buffers.person_scores[n, p]),
+                                        keypoints=keypoints[n, p], bbox=(x, y, w, h)))
+            people.append(found)
+        return people
+
+    def _image_people_for(self, frames: int, max_people: int) -> ImagePeople:
+        if self._image_people is None or self._image_people.kept.shape[0] < frames:
+            self._image_people = ImagePeople(
+                keypoints=np.zeros((frames, max_people, len(self._coco_from_model), 3), np.float32),
+                boxes=np.zeros((frames, max_people, 4), np.float32), kept=np.zeros((frames, max_people), np.bool_))
+        return self._image_people
+
+
+@dataclass(frozen=True)
+class ImagePeople:
+    """people_to_image's outputs for a batch, allocated once per larger batch (see kernels.people_to_image)."""
+
+    keypoints: np.ndarray  # N x P x 17 x 3 float32
+    boxes: np.ndarray  # N x P x 4 float32
+    kept: np.ndarray  # N x P bool
 
 
 def _upsample(maps: np.ndarray, factor: int) -> np.ndarray:

@@ -727,3 +727,51 @@ def test_softargmax_small_beta_drifts_to_the_map_centre(backend):
     keypoints = np.zeros((1, 1, 3), np.float32)
     backend.softargmax(heatmaps, 1, 1e-6, keypoints)
     np.testing.assert_allclose(keypoints[0, 0, :2], (4.5, 4.5), atol=1e-3)
+
+
+def test_people_to_image_matches_numpy_on_letterboxed_people():
+    # The oracle is numpy on float32 arrays, step for step: map pixels -> input pixels -> the letterbox's
+    # inverse (pipeline.preprocess.Letterbox.to_image) -> clipped to the image; boxes around the keypoints
+    # with a positive confidence (pipeline.types.boxes_around_keypoints).
+    from pipeline.preprocess import Letterbox
+    from pipeline.types import boxes_around_keypoints
+
+    rng = np.random.default_rng(5)
+    frames, people, keypoints, max_peaks = 3, 6, 5, 4
+    box = Letterbox(scale=0.638, pad_x=3.0, pad_y=11.0, input_height=368, input_width=496, image_height=576,
+                    image_width=768)
+    stride = 8.0
+    person_counts = np.array([6, 0, 4], np.int32)
+    person_parts = rng.integers(-1, max_peaks, (frames, people, keypoints)).astype(np.int32)
+    person_parts[0, 5] = -1  # a person with none of the output keypoints: not kept
+    person_parts[0, 5, 4] = 2  # ... though it has keypoint 4, which has no output keypoint
+    refined = rng.uniform(-2.0, 70.0, (frames, keypoints, max_peaks, 2)).astype(np.float32)  # some off the image
+    peak_scores = rng.uniform(0.0, 1.3, (frames, keypoints, max_peaks)).astype(np.float32)  # some above 1
+    peak_scores[2, 1, :] = 0.0  # found with confidence 0: not in the box
+    index = np.array([0, 1, -1, 3, 2, 1], np.int64)  # J = 6 output keypoints; one the model lacks
+
+    out_keypoints = np.full((frames, people, len(index), 3), np.nan, np.float32)
+    out_boxes = np.full((frames, people, 4), np.nan, np.float32)
+    out_kept = np.zeros((frames, people), np.bool_)
+    kernels.people_to_image(person_counts, person_parts, refined, peak_scores, frames, index, stride, box.scale,
+                            box.pad_x, box.pad_y, box.image_width, box.image_height, out_keypoints, out_boxes,
+                            out_kept)
+
+    for n in range(frames):
+        count = person_counts[n]
+        known = index >= 0
+        peaks = person_parts[n, :count][:, np.where(known, index, 0)]
+        found = known[None, :] & (peaks >= 0)
+        safe = np.where(found, peaks, 0)
+        xy = box.to_image((refined[n, np.where(known, index, 0)[None, :], safe] + 0.5) * stride - 0.5)
+        np.clip(xy[..., 0], 0.0, box.image_width - 1.0, out=xy[..., 0])
+        np.clip(xy[..., 1], 0.0, box.image_height - 1.0, out=xy[..., 1])
+        expected = np.zeros((count, len(index), 3), np.float32)
+        expected[..., :2] = np.where(found[..., None], xy, 0.0)
+        expected[..., 2] = np.where(found, np.minimum(peak_scores[n, np.where(known, index, 0)[None, :], safe], 1.0),
+                                    0.0)
+        np.testing.assert_array_equal(out_keypoints[n, :count], expected)
+        np.testing.assert_array_equal(out_boxes[n, :count], boxes_around_keypoints(expected, np.zeros((count, 4))))
+        np.testing.assert_array_equal(out_kept[n, :count], found.any(axis=1))
+    assert not out_kept[0, 5] and out_kept[0, :5].any()
+    assert np.isnan(out_keypoints[1]).all()  # past the count: not written
