@@ -775,3 +775,29 @@ def test_people_to_image_matches_numpy_on_letterboxed_people():
         np.testing.assert_array_equal(out_kept[n, :count], found.any(axis=1))
     assert not out_kept[0, 5] and out_kept[0, :5].any()
     assert np.isnan(out_keypoints[1]).all()  # past the count: not written
+
+
+@pytest.mark.slow_in_cuda_simulator
+@pytest.mark.parametrize("nearest", [True, False])
+@pytest.mark.parametrize("num_samples, min_sample_fraction", [(1, 0.8), (2, 0.8), (2, 1.0), (5, 0.0), (10, 0.3),
+                                                             (10, 1.0), (13, 0.7)])
+def test_paf_score_graph_matches_the_reference_for_any_sample_rule(backend, num_samples, min_sample_fraction,
+                                                                   nearest):
+    # The kernel reads the first floor(S - fraction * S) + 1 samples of every candidate before any can fail, then
+    # scores the survivors; the reference reads all S. Peaks off the map and on its border included.
+    heatmaps, pafs, _ = random_batch(11)
+    config = ParseConfig()
+    buffers = run_chain(backend, heatmaps, pafs, config)
+    refined = buffers.refined.copy()
+    refined[0, 1, 0] = (-3.0, 4.5)  # off the map: its samples are clamped onto it
+    refined[1, 2, 1] = (pafs.shape[3] - 1.0, pafs.shape[2] - 1.0)
+    counts = np.maximum(buffers.peak_counts, 2)  # those peaks count even where none was found
+    scores = np.zeros_like(buffers.limb_scores)
+    layout = HPE_0001
+    backend.paf_score_graph(pafs, layout.limbs, layout.paf_channels, counts, refined, num_samples, 0.05,
+                            min_sample_fraction, True, nearest, scores,
+                            kernels.allocate_paf_scratch(scores.shape[2]))
+    expected = reference_paf_score_graph(pafs, layout.limbs, layout.paf_channels, counts, refined, num_samples, 0.05,
+                                         min_sample_fraction, True, nearest)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=PARITY_SCORE_TOLERANCE)
+    assert (expected > 0).sum() > 10  # some candidates are limbs
