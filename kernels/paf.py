@@ -117,11 +117,10 @@ CACHE_LINE_BYTES = 64
 def _read_ahead(paf_x, paf_y, starts, count_a, ends, count_b):
     """Read one value per cache line of the map region a limb's samples can touch; returns their sum.
 
-    The samples read the field at scattered pixels. On maps not yet in cache (a new frame) each read is a
-    miss the processor waits for, since the early exit makes every candidate depend on its own reads.
-    Reading the region row by row first streams it in, because the hardware prefetcher follows sequential
-    reads: with 20 people on 46x82 maps the line integral took 0.34 ms per frame without this and
-    0.25 ms with it (docs/parse.md). The region is the bounding box of both keypoint types' peaks, clamped
+    The samples read the field at scattered pixels. On maps not yet in cache (a new frame) each of those
+    reads is a miss the processor waits for. Reading the region row by row first streams it in, because the
+    hardware prefetcher follows sequential reads: with 20 people on 46x82 maps the whole parse took 0.41 ms
+    per frame without this and 0.33 ms with it (docs/parse.md). The region is the bounding box of both keypoint types' peaks, clamped
     onto the map, plus the pixels a bilinear sample beside it reads. The caller stores the sum, so the
     compiler keeps the reads.
     """
