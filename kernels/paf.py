@@ -71,9 +71,11 @@ def _nearest_sample(paf_x, paf_y, start_x, start_y, delta_x, delta_y, t, ux, uy)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _read_nearest_heads(paf_x, paf_y, xa, ya, ends, count_b, head, middle, spacing, num_samples, min_sample_score,
-                        allowed_misses, nearest_min_length, head_totals, head_misses, survivors):
-    """The first ``head`` nearest-pixel samples of every candidate from (xa, ya) to a peak in ``ends``.
+def _read_nearest_heads(paf_x, paf_y, xa, ya, clamped_xa, clamped_ya, ends, count_b, head, middle, spacing,
+                        num_samples, min_sample_score, allowed_misses, nearest_min_length, head_totals, head_misses,
+                        survivors):
+    """The first ``head`` nearest-pixel samples of every candidate from (xa, ya) (clamped onto the map:
+    (clamped_xa, clamped_ya)) to a peak in ``ends``.
 
     A loop over the candidates with no exit and no branch on the samples, so their reads overlap and nothing
     mispredicts. Lists the candidates that may still be limbs in ``survivors`` and returns their count; the
@@ -81,8 +83,6 @@ def _read_nearest_heads(paf_x, paf_y, xa, ya, ends, count_b, head, middle, spaci
     and always survive, to be read there.
     """
     height, width = paf_x.shape
-    clamped_xa = min(max(xa, 0.0), width - 1.0)
-    clamped_ya = min(max(ya, 0.0), height - 1.0)
     count = 0
     for b in range(count_b):
         xb = ends[b, 0]
@@ -120,9 +120,9 @@ def _read_ahead(paf_x, paf_y, starts, count_a, ends, count_b):
     The samples read the field at scattered pixels. On maps not yet in cache (a new frame) each of those
     reads is a miss the processor waits for. Reading the region row by row first streams it in, because the
     hardware prefetcher follows sequential reads: with 20 people on 46x82 maps the whole parse took 0.41 ms
-    per frame without this and 0.33 ms with it (docs/parse.md). The region is the bounding box of both keypoint types' peaks, clamped
-    onto the map, plus the pixels a bilinear sample beside it reads. The caller stores the sum, so the
-    compiler keeps the reads.
+    per frame without this and 0.33 ms with it (docs/parse.md). The region is the bounding box of both
+    keypoint types' peaks, clamped onto the map, plus the pixels a bilinear sample beside it reads. The caller
+    stores the sum, so the compiler keeps the reads.
     """
     height, width = paf_x.shape
     total = 0.0
@@ -205,8 +205,9 @@ def paf_score_graph(pafs, limbs, paf_channels, peak_counts, refined, num_samples
                 clamped_ya = min(max(ya, 0.0), height - 1.0)
                 if nearest:
                     survivor_count = _read_nearest_heads(
-                        paf_x, paf_y, xa, ya, ends, count_b, head, middle, spacing, num_samples, min_sample_score,
-                        allowed_misses, nearest_min_length, head_totals, head_misses, survivors)
+                        paf_x, paf_y, xa, ya, clamped_xa, clamped_ya, ends, count_b, head, middle, spacing,
+                        num_samples, min_sample_score, allowed_misses, nearest_min_length, head_totals, head_misses,
+                        survivors)
                 else:
                     survivor_count = count_b
                     for b in range(count_b):
