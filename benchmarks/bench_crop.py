@@ -14,7 +14,7 @@ and to the crop's aspect with kernels.crop.expand_boxes. Timed per batch, median
 CPU timings use one thread (--threads) so that they mean the same on a loaded machine; compare ratios within
 one run. A table is printed and JSON written.
 
-    python benchmarks/bench_crop.py [--repeats 20] [--threads 1] [--out benchmarks/results/crop.json]
+    python -m benchmarks.bench_crop [--repeats 20] [--threads 1] [--out benchmarks/results/crop.json]
 """
 from __future__ import annotations
 
@@ -30,12 +30,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from posestream.kernels.crop import crop_affines, crop_normalise_cpu, expand_boxes
+from posestream.kernels.reference import reference_crop_normalise
+from posestream.pipeline.core.paths import shared_dir
 
-from kernels.crop import crop_affines, crop_normalise_cpu, expand_boxes  # noqa: E402
-from kernels.reference import reference_crop_normalise  # noqa: E402
-from pipeline.paths import shared_dir  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BATCH_SIZES = (1, 8, 32)
 CROP_HEIGHT, CROP_WIDTH = 256, 192
@@ -75,7 +74,7 @@ def median_ms(function, repeats: int) -> tuple[float, list[float]]:
 
 def cuda_timers(frame: np.ndarray, to_image: np.ndarray, batch: int):
     """-> (frame already on the device, frame uploaded each call) callables, or None without a GPU."""
-    import kernels.cuda as cuda_kernels
+    import posestream.kernels.cuda as cuda_kernels
 
     if cuda_kernels.simulated():
         return None
@@ -83,7 +82,7 @@ def cuda_timers(frame: np.ndarray, to_image: np.ndarray, batch: int):
 
     if not cuda.is_available():
         return None
-    from kernels.crop_cuda import crop_normalise_cuda
+    from posestream.kernels.crop_cuda import crop_normalise_cuda
 
     stream = cuda.stream()
     frame_device = cuda.to_device(frame, stream=stream)

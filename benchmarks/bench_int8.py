@@ -29,15 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from posestream.pipeline.core.model import load_model_spec
+from posestream.pipeline.core.paths import shared_dir
+from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
+from posestream.pipeline.evaluation.keypoints import CocoEvalConfig, LspEvalConfig, evaluate_coco, evaluate_lsp
+from posestream.pipeline.inference.backends import BackendConfig, create_backend
+from posestream.trainers.export.onnx import layout_input_spec, letterboxed_batch, read_image, sample_images
 
 REPO = Path(__file__).resolve().parents[1]
-
-from pipeline.backends import BackendConfig, create_backend  # noqa: E402
-from pipeline.bottomup import BottomUpEstimator, EstimatorConfig  # noqa: E402
-from pipeline.evaluation import CocoEvalConfig, LspEvalConfig, evaluate_coco, evaluate_lsp  # noqa: E402
-from pipeline.model import load_model_spec  # noqa: E402
-from pipeline.paths import shared_dir  # noqa: E402
-from trainers.export import layout_input_spec, letterboxed_batch, read_image, sample_images  # noqa: E402
 
 SPEED_SIZES = ((368, 656), (256, 256))
 
@@ -46,8 +45,8 @@ def untrained_checkpoint(name: str, folder: Path) -> Path:
     """A fresh network with batch-norm statistics from real images (so its outputs depend on its input)."""
     import torch
 
-    from trainers.checkpoint import save_checkpoint
-    from trainers.models import build_model
+    from posestream.pipeline.networks.checkpoint import save_checkpoint
+    from posestream.pipeline.networks.heatmap_paf import build_model
 
     torch.manual_seed(0)
     net = build_model(name)
@@ -112,8 +111,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "int8.json"))
     args = parser.parse_args()
 
-    from trainers.export import ExportConfig, export_onnx
-    from trainers.quantize import QuantizeConfig, compare_models, quantize_onnx
+    from posestream.trainers.export.onnx import ExportConfig, export_onnx
+    from posestream.trainers.export.quantize import QuantizeConfig, compare_models, quantize_onnx
 
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as scratch:
         work = Path(scratch)

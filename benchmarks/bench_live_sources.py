@@ -10,7 +10,7 @@ decoding N concurrent RTSP streams costs in CPU.
   second per stream, and this process's CPU time per decoded frame (decode + BGR conversion, all threads).
   The server's own CPU (encoding) is reported beside it from /proc. CPU percentages are of one core.
 
-    python benchmarks/bench_live_sources.py [--out benchmarks/results/live_sources.json] [--quick]
+    python -m benchmarks.bench_live_sources [--out benchmarks/results/live_sources.json] [--quick]
 """
 from __future__ import annotations
 
@@ -24,13 +24,11 @@ import threading
 import time
 from pathlib import Path
 
+from posestream.pipeline.core.errors import PosestreamError
+from posestream.pipeline.sources.readers import SourceConfig, open_source
+from tests.helpers.rtsp import BlackHole, RtspServer, rtsp_server_unavailable
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the RTSP server fixture and the fault helpers
-
-from rtsp import BlackHole, RtspServer, rtsp_server_unavailable  # noqa: E402
-
-from pipeline.errors import PosestreamError  # noqa: E402
-from pipeline.sources import SourceConfig, open_source  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

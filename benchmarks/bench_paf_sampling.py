@@ -4,7 +4,7 @@ The same network maps are parsed both ways (the network runs once per image; its
 each parse is scored: COCO AP on mmpose's 4 val2017 images and on coco-mini-train (80 images), LSP PCK@0.2
 and strict PCP on LSP test. The speed side of the A/B is in bench_parse.py (``--paf-sampling``).
 
-    python benchmarks/bench_paf_sampling.py [--model hpe-0001] [--lsp-images 1000] [--out ...json]
+    python -m benchmarks.bench_paf_sampling [--model hpe-0001] [--lsp-images 1000] [--out ...json]
 """
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from posestream.pipeline.core.model import load_model_spec
+from posestream.pipeline.core.paths import shared_dir
+from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig, ParseConfig
+from posestream.pipeline.evaluation.keypoints import (
+    CocoEvalConfig,
+    LspEvalConfig,
+    evaluate_coco,
+    evaluate_lsp,
+    format_table,
+)
+from posestream.pipeline.inference.backends import BackendConfig, create_backend
 
-from pipeline.backends import BackendConfig, create_backend  # noqa: E402
-from pipeline.bottomup import BottomUpEstimator, EstimatorConfig, ParseConfig  # noqa: E402
-from pipeline.evaluation import (CocoEvalConfig, LspEvalConfig, evaluate_coco, evaluate_lsp,  # noqa: E402
-                                 format_table)
-from pipeline.model import load_model_spec  # noqa: E402
-from pipeline.paths import shared_dir  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLINGS = ("nearest", "bilinear")
 

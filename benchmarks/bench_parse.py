@@ -8,7 +8,7 @@ paf_sampling; the default reads the nearest pixel) in the same run. Medians over
 out. Capacity M is ParseConfig's 32 peaks per part, and 48 at P = 40 (40 people plus spurious peaks would
 overflow 32 and split people).
 
-    python benchmarks/bench_parse.py [--out benchmarks/results/parse.json] [--quick]
+    python -m benchmarks.bench_parse [--out benchmarks/results/parse.json] [--quick]
 """
 from __future__ import annotations
 
@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the synthetic map renderer the tests use
+from posestream import kernels
+from posestream.kernels import ParseConfig
+from posestream.kernels.reference import reference_parse
+from tests.helpers.maps import HPE_0001, STANDING_POSE, add_noise, render_maps
 
-import kernels  # noqa: E402
-from kernels.reference import reference_parse  # noqa: E402
-from maps import HPE_0001, STANDING_POSE, add_noise, render_maps  # noqa: E402
-from kernels import ParseConfig  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PEOPLE_COUNTS = (1, 5, 10, 20, 40)
 MAP_SIZES = ((32, 57), (46, 82))
@@ -138,12 +137,12 @@ def time_case(heatmaps: np.ndarray, pafs: np.ndarray, config: ParseConfig, repea
 
 def real_maps(frames: int) -> tuple[np.ndarray, np.ndarray] | None:
     """hpe-0001's maps on the first frames of vtest.avi at the sidecar's size, or None without shared data."""
-    from pipeline.backends import BackendConfig, create_backend
-    from pipeline.errors import PosestreamError
-    from pipeline.model import load_model_spec
-    from pipeline.preprocess import fill_input, plan_letterbox
-    from pipeline.sources import SourceConfig, open_source
-    from pipeline.paths import shared_dir
+    from posestream.pipeline.core.errors import PosestreamError
+    from posestream.pipeline.core.model import load_model_spec
+    from posestream.pipeline.core.paths import shared_dir
+    from posestream.pipeline.inference.backends import BackendConfig, create_backend
+    from posestream.pipeline.inference.preprocess import fill_input, plan_letterbox
+    from posestream.pipeline.sources.readers import SourceConfig, open_source
 
     video = shared_dir() / "data/video/vtest.avi"
     try:

@@ -7,7 +7,7 @@ Reported: the median wall time of that call per batch, the median device time of
 bytes copied to the host per frame, and the targets (< 2 ms per batch, < 64 KB per frame). The people found are
 checked against the CPU chain on the same maps.
 
-    python benchmarks/bench_parse_cuda.py [--frames 64] [--people 10] [--repeats 50] [--out FILE]
+    python -m benchmarks.bench_parse_cuda [--frames 64] [--people 10] [--repeats 50] [--out FILE]
 
 Needs a CUDA GPU; without one it says so and exits with status 2. ``--allow-simulator`` lets it run in Numba's
 CUDA simulator (NUMBA_ENABLE_CUDASIM=1) as a smoke test: use tiny sizes there, and ignore the timings.
@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the synthetic map renderer the tests use
+import posestream.kernels.cuda as cuda_kernels
+from benchmarks.bench_parse import synthetic_batch  # the same synthetic scenes as the CPU benchmark
+from posestream import kernels
+from posestream.kernels import ParseConfig
+from tests.helpers.maps import HPE_0001
 
-import kernels  # noqa: E402
-import kernels.cuda as cuda_kernels  # noqa: E402
-from kernels import ParseConfig  # noqa: E402
-from bench_parse import synthetic_batch  # noqa: E402  (the same synthetic scenes as the CPU benchmark)
-from maps import HPE_0001  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TARGET_BATCH_MS = 2.0
 TARGET_BYTES_PER_FRAME = 64 * 1024

@@ -2,7 +2,7 @@
 streams of one video. The same code as ``posestream bench`` (pipeline/bench.py); this wrapper only writes the
 results into benchmarks/results/ by default.
 
-    python benchmarks/bench_pipeline.py [--video V] [--streams 1,2,4,8,16] [--frames-per-stream 48]
+    python -m benchmarks.bench_pipeline [--video V] [--streams 1,2,4,8,16] [--frames-per-stream 48]
                                         [--batch 4] [--model M] [--backend openvino] [--overlay]
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.cli import main
+from posestream.pipeline.cli.main import main
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -7,7 +7,7 @@ the three modes are interleaved, repeat after repeat, so a background load hits 
 and each mode's ratio to bottom-up (the only numbers that carry across machines). Per-frame stage times come
 from the estimators' own stats. A table and JSON out.
 
-    python benchmarks/bench_topdown.py [--video V] [--frames 200] [--repeats 3] [--model hpe-0001]
+    python -m benchmarks.bench_topdown [--video V] [--frames 200] [--repeats 3] [--model hpe-0001]
                                        [--out benchmarks/results/topdown.json]
 """
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.backends import BackendConfig, create_backend
-from pipeline.bottomup import BottomUpEstimator, EstimatorConfig
-from pipeline.model import load_model_spec
-from pipeline.paths import shared_dir
-from pipeline.run import RunConfig, run_streams
-from pipeline.topdown import TopDownConfig, TopDownEstimator
+from posestream.pipeline.core.model import load_model_spec
+from posestream.pipeline.core.paths import shared_dir
+from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
+from posestream.pipeline.estimators.topdown import TopDownConfig, TopDownEstimator
+from posestream.pipeline.inference.backends import BackendConfig, create_backend
+from posestream.pipeline.runtime.run import RunConfig, run_streams
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = (("bottom-up", None), ("top-down K=1", 1), ("top-down K=5", 5))

@@ -7,31 +7,31 @@ out) and ``PoseTracker.update`` (Person objects in and out, as pipeline/run.py c
 fresh tracker over all frames; the first frames of the first repeat include Numba's cache load. Medians
 over repeats; a table and JSON out.
 
-    python benchmarks/bench_tracker.py [--frames 1000] [--repeats 5] [--out benchmarks/results/tracker.json]
+    python -m benchmarks.bench_tracker [--frames 1000] [--repeats 5] [--out benchmarks/results/tracker.json]
 """
 from __future__ import annotations
 
 import os
 
-# One core: set before numpy, scipy and numba load their thread pools.
+# One core: set before numpy, scipy and numba load their thread pools (so the imports below come after it).
+# ruff: noqa: E402
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_variable] = "1"
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
+
+from posestream.pipeline.tracking.tracker import PoseTracker, TrackerConfig
+from tests.helpers.walkers import random_walkers, render
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the synthetic walkers the tests use
-
-from pipeline.tracking import PoseTracker, TrackerConfig  # noqa: E402
-from walkers import random_walkers, render  # noqa: E402
 
 PEOPLE_COUNTS = (5, 20, 50)
 FPS = 25.0

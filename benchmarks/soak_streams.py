@@ -11,7 +11,7 @@ Memory growth is measured after warm-up: the median RSS over the ``--window-s`` 
 against the median over the last ``--window-s`` seconds; a least-squares slope over all post-warm-up samples
 is reported beside it. Target (issue 4): growth < 5 %.
 
-    python benchmarks/soak_streams.py [--streams 16] [--minutes 10] [--out benchmarks/results/soak.json]
+    python -m benchmarks.soak_streams [--streams 16] [--minutes 10] [--out benchmarks/results/soak.json]
 """
 from __future__ import annotations
 
@@ -29,12 +29,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from posestream.pipeline.evaluation.keypoints import format_table
+from tests.helpers.rtsp import RtspServer, free_port, rtsp_server_unavailable
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the RTSP server fixture
-
-from rtsp import RtspServer, free_port, rtsp_server_unavailable  # noqa: E402
-
-from pipeline.evaluation import format_table  # noqa: E402
 
 COUNTER_LINE = re.compile(r'^(posestream_[a-z_]+?)(?:_total)?\{([^}]*)\} ([0-9.eE+-]+)$')
 

@@ -22,13 +22,21 @@ Shape glossary (the one place these letters are defined):
 Coordinates are (x, y) in map pixels, pixel centres at integers; peaks as found are integer (y, x)
 indices, refined peaks are float (x, y). "Missing" is -1 for indices and 0 for scores.
 """
-from kernels.assemble import (MAX_MAP_WIDTH, AssignScratch, ConnectScratch, ParseBuffers,
-                              allocate_assign_scratch, allocate_connect_scratch, allocate_parse_buffers, assign,
-                              connect_parts)
-from kernels.chain import ParseConfig, SkeletonTables, parse_maps
-from kernels.paf import PafScratch, allocate_paf_scratch, paf_score_graph
-from kernels.peaks import find_peaks, refine_peaks, refine_peaks_centroid, softargmax
-from kernels.people import people_to_image
+from posestream.kernels.assemble import (
+                              MAX_MAP_WIDTH,
+                              AssignScratch,
+                              ConnectScratch,
+                              ParseBuffers,
+                              allocate_assign_scratch,
+                              allocate_connect_scratch,
+                              allocate_parse_buffers,
+                              assign,
+                              connect_parts,
+)
+from posestream.kernels.chain import ParseConfig, SkeletonTables, parse_maps
+from posestream.kernels.paf import PafScratch, allocate_paf_scratch, paf_score_graph
+from posestream.kernels.peaks import find_peaks, refine_peaks, refine_peaks_centroid, softargmax
+from posestream.kernels.people import people_to_image
 
 __all__ = [
     "MAX_MAP_WIDTH", "AssignScratch", "ConnectScratch", "PafScratch", "ParseBuffers", "ParseConfig", "SkeletonTables",

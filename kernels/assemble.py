@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from kernels.paf import PafScratch, allocate_paf_scratch
+from posestream.kernels.paf import PafScratch, allocate_paf_scratch
 
 
 class AssignScratch(NamedTuple):

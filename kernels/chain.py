@@ -6,7 +6,7 @@ from types import ModuleType
 
 import numpy as np
 
-from kernels.assemble import ParseBuffers
+from posestream.kernels.assemble import ParseBuffers
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def parse_maps(heatmaps, pafs, tables: SkeletonTables, config: ParseConfig, buff
     the same signatures. ``buffers`` must hold at least N frames.
     """
     if ops is None:
-        import kernels as ops
+        from posestream import kernels as ops
     frames = heatmaps.shape[0]
     ops.find_peaks(heatmaps, tables.num_keypoints, config.peak_threshold, config.peak_window,
                    buffers.peak_counts, buffers.peaks, buffers.peak_scores, buffers.peak_row_mask)

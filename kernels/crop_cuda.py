@@ -22,8 +22,8 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from kernels.crop import check_crop_arguments
-from kernels.cuda import _Arguments, _blocks, _resolve_stream, _threads_per_block, as_device_array
+from posestream.kernels.crop import check_crop_arguments
+from posestream.kernels.cuda import _Arguments, _blocks, _resolve_stream, _threads_per_block, as_device_array
 
 __all__ = ["crop_normalise_cuda"]
 

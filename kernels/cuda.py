@@ -54,10 +54,10 @@ import numpy as np
 from numba import cuda, float32, float64, int32, uint8
 from numba.core import config as numba_config
 
-from kernels.assemble import ParseBuffers, allocate_parse_buffers
-from kernels.assemble import connect_parts as _host_connect_parts
-from kernels.chain import ParseConfig, SkeletonTables
-from kernels.peaks import centroid_of_peak, softargmax_of_map
+from posestream.kernels.assemble import ParseBuffers, allocate_parse_buffers
+from posestream.kernels.assemble import connect_parts as _host_connect_parts
+from posestream.kernels.chain import ParseConfig, SkeletonTables
+from posestream.kernels.peaks import centroid_of_peak, softargmax_of_map
 
 __all__ = [
     "CANDIDATE_CAPACITY", "MAX_ASSIGN_PEAKS", "DeviceParseBuffers", "DeviceTables", "ParseBuffers",
@@ -789,7 +789,7 @@ def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_sc
 def upsample(maps, factor, out, *, stream=None):
     """N x C x H x W -> out (N x C' x H*f x W*f, C' <= C: the first C' channels), bicubic on the device.
 
-    cv2.resize INTER_CUBIC's convention (pipeline.bottomup._upsample): output pixel centre x maps to source
+    cv2.resize INTER_CUBIC's convention (posestream.pipeline.estimators.bottomup._upsample): output pixel centre x maps to source
     (x + 0.5) / f - 0.5, cubic weights with A = -0.75 computed in float32, border pixels replicated. cv2 sums
     in float32 with SIMD ordering of its own, so results agree within ~1e-6 of the map's range, not bit for bit.
     """

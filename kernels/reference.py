@@ -35,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """The parse settings the reference needs; pipeline.bottomup.ParseConfig has the same field names."""
+    """The parse settings the reference needs; posestream.pipeline.estimators.bottomup.ParseConfig has the same field names."""
 
     peak_threshold: float = 0.1
     peak_window: int = 1
@@ -325,7 +325,7 @@ def reference_parse(heatmaps, pafs, limbs, paf_channels, redundant, config=None,
                     limb_weight: float | None = None) -> list[list[ReferencePerson]]:
     """The whole chain, N x C x H x W heatmaps and N x 2L x H x W PAFs -> per frame, people best first.
 
-    ``config`` is any object with ReferenceConfig's fields (pipeline.bottomup.ParseConfig qualifies; its
+    ``config`` is any object with ReferenceConfig's fields (posestream.pipeline.estimators.bottomup.ParseConfig qualifies; its
     ``upsample`` must be 1 because resizing the maps is the pipeline's job, not the parse's).
     ``redundant`` is a length-L sequence of bools. ``limb_weight`` defaults to the number of non-redundant
     limbs, as the estimator sets it. Each person is (score, {keypoint: (x, y, peak score)}) in map pixels.

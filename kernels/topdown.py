@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from kernels.peaks import parabola_vertex
+from posestream.kernels.peaks import parabola_vertex
 
 
 @njit(nogil=True, cache=True)

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from pipeline.paths import shared_dir
-from tiny_pose import make_tiny_pose_onnx, tiny_sidecar_data, write_json
+# The tests live in a checkout, so ../shared beside it is the default shared folder whatever the current folder.
+os.environ.setdefault("POSESTREAM_SHARED", str(Path(__file__).resolve().parents[2] / "shared"))
+
+from posestream.pipeline.core.paths import shared_dir
+from tests.helpers.tiny_pose import make_tiny_pose_onnx, tiny_sidecar_data, write_json
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +36,7 @@ def compile_ptx_for_hopper(monkeypatch):
     """A function (kernel's Python function, signature) -> PTX for sm_90, with or without a GPU: typing and
     lowering that Numba's CUDA simulator never does. Skips in the simulator and where no CUDA compiler (NVVM,
     libdevice) is installed."""
-    import kernels.cuda as cuda_kernels
+    import posestream.kernels.cuda as cuda_kernels
 
     if cuda_kernels.simulated():
         pytest.skip("the simulator has no CUDA compiler")

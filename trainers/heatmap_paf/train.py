@@ -1,0 +1,459 @@
+"""Train a heatmap + PAF network: ``posestream train --config trainers/configs/X.toml``.
+
+Laid out like torchvision's references: ``main(args)`` wires things up, ``train_one_epoch`` is the plain
+loop, ``evaluate`` validates. Validation runs the in-memory network through the same path users run
+(``BottomUpEstimator`` over a pipeline Backend, then ``evaluate_lsp`` / ``evaluate_coco``), so its
+numbers are the numbers ``posestream eval`` would print for an export of the same weights.
+
+A run folder holds ``last.pt`` (every epoch, and every ``checkpoint_every`` iterations),
+``epoch-NNN.pt``, ``best.pt`` (by ``best_metric``), ``metrics.jsonl``, ``loss.png``, ``metrics.png`` and
+the config it ran with. The learning rate is a function of the step alone (linear warm-up, then
+cosine), so a resumed run continues exactly where the checkpoint left off.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # the object API draws PNGs without pyplot or a display
+from tqdm import tqdm
+
+from posestream.pipeline.core.errors import PosestreamError
+from posestream.pipeline.core.model import InputSpec, ModelSpec, TensorInfo, validate_against_model
+from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
+from posestream.pipeline.evaluation.keypoints import CocoEvalConfig, LspEvalConfig, evaluate_coco, evaluate_lsp
+from posestream.pipeline.networks.checkpoint import load_checkpoint, save_checkpoint
+from posestream.pipeline.networks.heatmap_paf import LastStage, PoseNet, build_model
+from posestream.pipeline.networks.layout import HEATMAP_CHANNELS, sidecar_data
+from posestream.trainers.heatmap_paf.config import TrainConfig, expand_path, load_train_config
+from posestream.trainers.heatmap_paf.datasets import (
+    CocoSource,
+    MixtureSampler,
+    MosaicSource,
+    PoseTrainingSet,
+    SampleConfig,
+    SinglePersonSource,
+    build_loader,
+    read_coco_people,
+    read_lsp_people,
+)
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def build_sources(config: TrainConfig) -> tuple[list, list[float]]:
+    """One sampling source per dataset with a weight > 0 (weight-0 datasets only feed mosaics)."""
+    config_path = Path(config.source)
+    people, cocos = {}, {}
+    for dataset in config.datasets:
+        limit = dataset.max_items or None
+        if dataset.kind == "lsp":
+            people[dataset.name] = read_lsp_people(expand_path(dataset.path, config_path), dataset.split, limit)
+        elif dataset.kind == "coco":
+            cocos[dataset.name] = read_coco_people(expand_path(dataset.images, config_path),
+                                                   expand_path(dataset.annotations, config_path), limit)
+    sources, weights = [], []
+    for dataset in config.datasets:
+        if dataset.weight <= 0:
+            continue
+        if dataset.kind == "lsp":
+            source = SinglePersonSource(people[dataset.name], dataset.person_fill)
+        elif dataset.kind == "coco":
+            source = CocoSource(cocos[dataset.name], dataset.person_fill)
+        else:
+            backgrounds = tuple(path for name in dataset.backgrounds for path in cocos[name].backgrounds)
+            source = MosaicSource(tuple(people[name] for name in dataset.people), backgrounds,
+                                  config.model.input_height, config.model.input_width, dataset.mosaic)
+        sources.append(source)
+        weights.append(dataset.weight)
+    return sources, weights
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss and schedule
+
+
+def pose_loss(stages: list[tuple[torch.Tensor, torch.Tensor]], heatmaps: torch.Tensor, pafs: torch.Tensor,
+              mask: torch.Tensor, foreground_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Masked squared error summed over every stage (intermediate supervision), per image, halved.
+
+    ``foreground_weight`` > 0 weighs each cell by 1 + weight x its target's strength (the keypoint's
+    Gaussian; 1 on a limb's field), so the few cells that hold people count more than the many that
+    do not. Returns (total over stages, last stage's heatmap part, last stage's PAF part), the two
+    parts unweighted so that runs with different weights log comparable numbers.
+    """
+    heatmap_mask, paf_mask = mask[:, :HEATMAP_CHANNELS], mask[:, HEATMAP_CHANNELS:]
+    heatmap_weight, paf_weight = heatmap_mask, paf_mask
+    if foreground_weight > 0:
+        strength = heatmaps.clone()
+        strength[:, -1] = 1.0 - heatmaps[:, -1]  # background: strong where any keypoint is
+        heatmap_weight = heatmap_mask * (1.0 + foreground_weight * strength)
+        paf_weight = paf_mask * (1.0 + foreground_weight * (pafs != 0).float())
+    scale = 0.5 / heatmaps.shape[0]
+    total = heatmaps.new_zeros(())
+    for stage_heatmaps, stage_pafs in stages:
+        heatmap_error = (stage_heatmaps.float() - heatmaps) ** 2
+        paf_error = (stage_pafs.float() - pafs) ** 2
+        total = total + ((heatmap_error * heatmap_weight).sum() + (paf_error * paf_weight).sum()) * scale
+    heatmap_loss = (heatmap_error * heatmap_mask).sum().detach() * scale
+    paf_loss = (paf_error * paf_mask).sum().detach() * scale
+    return total, heatmap_loss, paf_loss
+
+
+def empty_prediction_loss(heatmaps: torch.Tensor, pafs: torch.Tensor,
+                          mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (heatmap, PAF) loss of one stage that predicts nobody anywhere (background 1, all else 0).
+
+    The network's loss divided by this says whether it has learnt more than "nobody here": at first
+    the ratio sits near 1 while the network outputs near-constant maps, then falls as peaks appear.
+    """
+    heatmap_mask, paf_mask = mask[:, :HEATMAP_CHANNELS], mask[:, HEATMAP_CHANNELS:]
+    scale = 0.5 / heatmaps.shape[0]
+    empty = torch.zeros_like(heatmaps)
+    empty[:, -1] = 1.0
+    heatmap_loss = ((empty - heatmaps) ** 2 * heatmap_mask).sum() * scale
+    paf_loss = (pafs ** 2 * paf_mask).sum() * scale
+    return heatmap_loss, paf_loss
+
+
+def learning_rate_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
+    """Linear warm-up from ~0 to 1 over ``warmup`` steps, then a cosine down to ``final_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    train = config.train
+    # No weight decay on BatchNorm and biases (1-d parameters), as is usual for conv nets.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return kind(groups, lr=train.lr)
+
+
+# ----------------------------------------------------------------------------------------------
+# The in-memory network as a pipeline backend, for validation
+
+
+class TrainingModelBackend:
+    """A pipeline Backend around the network being trained: eval mode, no_grad, the last stage only."""
+
+    name = "torch-training"
+    resizable = True
+
+    def __init__(self, net: PoseNet, device: torch.device, spec: ModelSpec):
+        self._last_stage = LastStage(net)
+        self._device = device
+        self._spec = spec
+
+    def describe(self, height: int, width: int) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        heatmaps, pafs = self.infer(np.zeros((1, 3, height, width), np.float32))
+        return ([TensorInfo(self._spec.input.name, (None, 3, None, None))],
+                [TensorInfo(self._spec.heatmaps_output, heatmaps.shape), TensorInfo(self._spec.pafs_output, pafs.shape)])
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        was_training = self._last_stage.training
+        self._last_stage.eval()
+        try:
+            with torch.no_grad():
+                heatmaps, pafs = self._last_stage(torch.from_numpy(batch).to(self._device))
+        finally:
+            self._last_stage.train(was_training)
+        return heatmaps.float().cpu().numpy(), pafs.float().cpu().numpy()
+
+
+def training_model_spec(name: str, height: int, width: int) -> ModelSpec:
+    """The ModelSpec an export of this network would have (from layout.sidecar_data), without a file."""
+    data = sidecar_data(f"{name}.onnx", name, height, width)
+    raw_input = data["input"]
+    return ModelSpec(
+        name=name, sidecar_path=Path(f"<{name} in training>"), model_path=Path(f"<{name} in training>"),
+        input=InputSpec(name=raw_input["name"], height=height, width=width, resizable=raw_input["resizable"],
+                        color_order=raw_input["color_order"], mean=tuple(raw_input["mean"]),
+                        scale=tuple(raw_input["scale"]), pad_value=raw_input["pad_value"]),
+        heatmaps_output=data["outputs"]["heatmaps"], pafs_output=data["outputs"]["pafs"], stride=data["stride"],
+        background_channel=data["background_channel"], keypoints=tuple(data["keypoints"]),
+        limbs=tuple(tuple(limb) for limb in data["limbs"]),
+        paf_channels=tuple(tuple(pair) for pair in data["paf_channels"]),
+        redundant_limbs=tuple(data["redundant_limbs"]))
+
+
+def make_estimator(net: PoseNet, device: torch.device, config: TrainConfig) -> BottomUpEstimator:
+    spec = training_model_spec(config.model.name, config.model.input_height, config.model.input_width)
+    backend = TrainingModelBackend(net, device, spec)
+    validate_against_model(spec, *backend.describe(spec.input.height, spec.input.width))
+    return BottomUpEstimator(spec, backend, EstimatorConfig(input_height=config.validation.input_height))
+
+
+def evaluate(estimator: BottomUpEstimator, config: TrainConfig, lsp_images: int) -> dict:
+    """Validation metrics as flat keys: lsp.pck, lsp.pck_body, lsp.pcp, coco.AP, coco.AP50, coco.AR."""
+    validation = config.validation
+    config_path = Path(config.source)
+    metrics: dict = {}
+    if validation.lsp_data:
+        lsp = evaluate_lsp(expand_path(validation.lsp_data, config_path), validation.lsp_split, estimator,
+                           LspEvalConfig(max_images=lsp_images, show_progress=False))
+        metrics.update({"lsp.pck": lsp["pck_mean"], "lsp.pck_body": lsp["pck_mean_body"],
+                        "lsp.pcp": lsp["pcp_mean"], "lsp.images": lsp["images"]})
+    if validation.coco_images:
+        coco = evaluate_coco(expand_path(validation.coco_images, config_path),
+                             expand_path(validation.coco_annotations, config_path), estimator,
+                             CocoEvalConfig(max_images=validation.coco_max_images or None, show_progress=False))
+        metrics.update({"coco.AP": coco["AP"], "coco.AP50": coco["AP50"], "coco.AR": coco["AR"],
+                        "coco.images": coco["images"]})
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class RunState:
+    """What changes as training goes: the step counter and the best validation value so far."""
+
+    step: int = 0
+    best_value: float | None = None
+    last_validation: dict | None = None
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line, appended (a resumed run continues the same file)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def train_one_epoch(model: PoseNet, optimizer: torch.optim.Optimizer, loader, device: torch.device,
+                    config: TrainConfig, state: RunState, epoch: int, stop_step: int, total_steps: int,
+                    log: MetricsLog, scaler: torch.amp.GradScaler | None, save_last) -> None:
+    """Train until the loader is exhausted or ``state.step`` reaches ``stop_step`` (the schedule runs
+    to ``total_steps``); ``save_last`` writes last.pt every ``checkpoint_every`` steps."""
+    train = config.train
+    model.train()
+    use_amp = scaler is not None
+    memory_format = torch.channels_last if device.type == "cuda" and train.channels_last else torch.contiguous_format
+    window = LossWindow()
+    interactive = sys.stderr.isatty()
+    progress = tqdm(total=stop_step - state.step, desc=f"epoch {epoch + 1}", unit="it", dynamic_ncols=True,
+                    mininterval=0.5 if interactive else 30.0)
+    for images, heatmaps, pafs, mask in loader:
+        if state.step >= stop_step:
+            break
+        lr = train.lr * learning_rate_factor(state.step, train.warmup_iterations, total_steps, train.final_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        heatmaps, pafs, mask = (t.to(device, non_blocking=True) for t in (heatmaps, pafs, mask))
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            stages = model(images)
+        loss, heatmap_loss, paf_loss = pose_loss(stages, heatmaps, pafs, mask, train.foreground_weight)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        state.step += 1
+        with torch.no_grad():
+            window.add(torch.stack([loss.detach(), heatmap_loss, paf_loss,
+                                    *empty_prediction_loss(heatmaps, pafs, mask)]))
+        progress.update(1)
+        if window.count == train.log_every or state.step == stop_step:
+            record = window.summary(train.batch_size)
+            if not math.isfinite(record["loss"]):
+                raise PosestreamError(config.source, f"training diverged: loss {record['loss']} before step "
+                                                     f"{state.step}; try a lower [train] lr")
+            log.write({"kind": "train", "step": state.step, "epoch": epoch, "lr": lr, **record, "time": time.time()})
+            progress.set_postfix(loss=f"{record['loss']:.2f}", lr=f"{lr:.2e}", refresh=False)
+            window = LossWindow()
+        if train.checkpoint_every and state.step % train.checkpoint_every == 0 and state.step < stop_step:
+            save_last()
+    progress.close()
+
+
+class LossWindow:
+    """Per-step losses summed between two metrics.jsonl lines, kept on the device (one sync per line)."""
+
+    def __init__(self):
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+        self.started = time.perf_counter()
+
+    def add(self, values: torch.Tensor) -> None:
+        """values: (loss, last-stage heatmap loss, last-stage PAF loss, their two empty-prediction losses)."""
+        self.sums = values if self.sums is None else self.sums + values
+        self.count += 1
+
+    def summary(self, batch_size: int) -> dict:
+        loss, heatmaps, pafs, empty_heatmaps, empty_pafs = (self.sums / self.count).tolist()
+        elapsed = time.perf_counter() - self.started
+        return {"loss": loss, "loss_heatmaps": heatmaps, "loss_pafs": pafs,
+                # The last stage's loss relative to predicting nobody: falls below 1 once it finds people.
+                "heatmaps_vs_empty": heatmaps / max(empty_heatmaps, 1e-9),
+                "pafs_vs_empty": pafs / max(empty_pafs, 1e-9),
+                "images_per_second": self.count * batch_size / max(elapsed, 1e-9)}
+
+
+def _total_steps(config: TrainConfig, max_iters: int | None) -> int:
+    total = config.train.epochs * config.train.iterations_per_epoch
+    return min(total, max_iters) if max_iters else total
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PosestreamError("--device cuda", "CUDA is not available to this torch build or machine")
+    return torch.device(requested)
+
+
+def finish_figure(figure: Figure, axis, path: Path) -> None:
+    """Legend, a light grid, tight layout, PNG at 100 dpi: how every training curve is finished."""
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def save_plots(log: MetricsLog, out_dir: Path) -> None:
+    """loss.png (training loss per logged window) and metrics.png (validation metrics) in the run folder."""
+    records = log.read()
+    train = [r for r in records if r["kind"] == "train"]
+    validation = [r for r in records if r["kind"] == "validation"]
+    if train:
+        figure = Figure(figsize=(7, 4))
+        axis = figure.subplots()
+        steps = [r["step"] for r in train]
+        for key, label in (("loss", "loss (all stages, as optimised)"),
+                           ("loss_heatmaps", "heatmaps (last stage, masked MSE)"),
+                           ("loss_pafs", "PAFs (last stage, masked MSE)")):
+            axis.plot(steps, [r[key] for r in train], label=label)
+        axis.set_yscale("log")
+        axis.set_xlabel("step")
+        axis.set_ylabel("loss per image")
+        finish_figure(figure, axis, out_dir / "loss.png")
+    if validation:
+        figure = Figure(figsize=(7, 4))
+        axis = figure.subplots()
+        steps = [r["step"] for r in validation]
+        keys = sorted({k for r in validation for k in r if k.count(".") == 1 and not k.endswith(".images")})
+        for key in keys:
+            values = [r.get(key) for r in validation]
+            axis.plot(steps, [v if v is not None else float("nan") for v in values], marker="o", label=key)
+        axis.set_xlabel("step")
+        axis.set_ylim(0, 1)
+        finish_figure(figure, axis, out_dir / "metrics.png")
+
+
+def start_run(args: argparse.Namespace, resumed_from: Path | None, threads: int, seed: int) -> Path:
+    """The run folder (``--out``, else the resumed checkpoint's folder, else runs/<config name>), with a copy
+    of the config in a new run; torch's threads and seed set."""
+    out_dir = Path(args.out) if args.out else (resumed_from.parent if resumed_from else
+                                               Path("runs") / Path(args.config).stem)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resumed_from:
+        shutil.copyfile(args.config, out_dir / "config.toml")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return out_dir
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run training as ``args`` (config, out, resume, device, max_iters) says; returns the exit status."""
+    config = load_train_config(args.config)
+    train = config.train
+    device = pick_device(args.device or train.device)
+    resume = load_checkpoint(args.resume) if args.resume else None
+    out_dir = start_run(args, resume.path if resume else None, train.threads, train.seed)
+    np.random.seed(train.seed)
+
+    sources, weights = build_sources(config)
+    sample_config = SampleConfig(config.model.input_height, config.model.input_width, config.targets, config.augment)
+    samples_per_epoch = train.iterations_per_epoch * train.batch_size
+    sampler = MixtureSampler(weights, samples_per_epoch, train.seed)
+    loader = build_loader(PoseTrainingSet(sources, sample_config), sampler, train.batch_size, train.workers,
+                          pin_memory=device.type == "cuda")
+
+    model = build_model(config.model.name).to(device)
+    if device.type == "cuda" and train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp else None
+    state = RunState()
+    if resume:
+        if resume.model_config != model.config:
+            raise PosestreamError(str(resume.path), f"checkpoint is a {resume.model_name} with another "
+                                                    f"configuration than [model] name {config.model.name!r}")
+        model.load_state_dict(resume.model_state)
+        if resume.optimizer_state is not None:
+            optimizer.load_state_dict(resume.optimizer_state)
+        state.step = resume.step
+        state.best_value = resume.metrics.get("best_value")
+        state.last_validation = resume.metrics.get("validation")
+    total_steps = _total_steps(config, args.max_iters)
+    log = MetricsLog(out_dir / "metrics.jsonl")
+    input_size = (config.model.input_height, config.model.input_width)
+
+    def save(path: Path) -> None:
+        metrics = {"validation": state.last_validation, "best_metric": train.best_metric,
+                   "best_value": state.best_value}
+        completed_epochs = state.step // train.iterations_per_epoch
+        save_checkpoint(path, model, config.model.name, input_size, optimizer, completed_epochs, state.step,
+                        {**config.as_dict(), "total_steps": total_steps}, metrics)
+
+    estimator = None
+    print(f"training {config.model.name} on {device.type}: steps {state.step}..{total_steps}, "
+          f"batch {train.batch_size}, {len(sources)} sources, run folder {out_dir}", file=sys.stderr)
+    while state.step < total_steps:
+        epoch = state.step // train.iterations_per_epoch
+        epoch_end = min((epoch + 1) * train.iterations_per_epoch, total_steps)
+        sampler.set_epoch(epoch, skip=(state.step - epoch * train.iterations_per_epoch) * train.batch_size)
+        train_one_epoch(model, optimizer, loader, device, config, state, epoch, epoch_end, total_steps, log,
+                        scaler, lambda: save(out_dir / "last.pt"))
+        finished = state.step == (epoch + 1) * train.iterations_per_epoch
+        last = state.step >= total_steps
+        if (finished and (epoch + 1) % config.validation.every_epochs == 0) or last:
+            if estimator is None:
+                estimator = make_estimator(model, device, config)
+            lsp_images = config.validation.lsp_final_images if last else config.validation.lsp_images
+            state.last_validation = evaluate(estimator, config, lsp_images)
+            log.write({"kind": "validation", "step": state.step, "epoch": epoch, "final": last,
+                       **state.last_validation, "time": time.time()})
+            print(f"step {state.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in state.last_validation.items()
+                                                     if isinstance(v, float)), file=sys.stderr)
+            value = state.last_validation.get(train.best_metric)
+            if value is not None and (state.best_value is None or value > state.best_value):
+                state.best_value = value
+                save(out_dir / "best.pt")
+        save(out_dir / "last.pt")
+        if finished:
+            shutil.copyfile(out_dir / "last.pt", out_dir / f"epoch-{epoch + 1:03d}.pt")
+        save_plots(log, out_dir)
+    print(f"done: step {state.step}, checkpoints in {out_dir}", file=sys.stderr)
+    return 0
+
