@@ -32,7 +32,8 @@ from pathlib import Path
 from posestream.pipeline.core.model import load_model_spec
 from posestream.pipeline.core.paths import shared_dir
 from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
-from posestream.pipeline.evaluation.keypoints import CocoEvalConfig, LspEvalConfig, evaluate_coco, evaluate_lsp
+from posestream.pipeline.evaluation.coco import CocoEvalConfig, evaluate_coco
+from posestream.pipeline.evaluation.lsp import LspEvalConfig, evaluate_lsp
 from posestream.pipeline.inference.backends import BackendConfig, create_backend
 from posestream.trainers.export.onnx import layout_input_spec, letterboxed_batch, read_image, sample_images
 

@@ -20,13 +20,9 @@ import numpy as np
 from posestream.pipeline.core.model import load_model_spec
 from posestream.pipeline.core.paths import shared_dir
 from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig, ParseConfig
-from posestream.pipeline.evaluation.keypoints import (
-    CocoEvalConfig,
-    LspEvalConfig,
-    evaluate_coco,
-    evaluate_lsp,
-    format_table,
-)
+from posestream.pipeline.evaluation.coco import CocoEvalConfig, evaluate_coco
+from posestream.pipeline.evaluation.common import format_table
+from posestream.pipeline.evaluation.lsp import LspEvalConfig, evaluate_lsp
 from posestream.pipeline.inference.backends import BackendConfig, create_backend
 
 REPO = Path(__file__).resolve().parents[1]

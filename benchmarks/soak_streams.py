@@ -29,7 +29,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from posestream.pipeline.evaluation.keypoints import format_table
+from posestream.pipeline.evaluation.common import format_table
 from tests.helpers.rtsp import RtspServer, free_port, rtsp_server_unavailable
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from posestream import kernels
 from posestream.kernels import ParseConfig, SkeletonTables  # noqa: F401  (ParseConfig is part of this module's API)
+from posestream.kernels.upsample import upsample_cpu
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.model import ModelSpec
 from posestream.pipeline.core.skeleton import coco17_index_map
@@ -189,12 +189,8 @@ class ImagePeople:
 
 
 def _upsample(maps: np.ndarray, factor: int) -> np.ndarray:
-    """N x C x H x W -> N x C x (H*f) x (W*f), bicubic, pixel centres aligned (cv2's convention)."""
+    """N x C x H x W -> a new N x C x (H*f) x (W*f) float32 array, bicubic (kernels.upsample.upsample_cpu)."""
     n, c, h, w = maps.shape
     out = np.empty((n, c, h * factor, w * factor), np.float32)
-    for i in range(n):
-        # cv2 resizes up to 512 channels at once in HWC layout.
-        hwc = np.ascontiguousarray(maps[i].transpose(1, 2, 0))
-        resized = cv2.resize(hwc, (w * factor, h * factor), interpolation=cv2.INTER_CUBIC)
-        out[i] = resized.reshape(h * factor, w * factor, c).transpose(2, 0, 1)
+    upsample_cpu(maps, factor, out)
     return out

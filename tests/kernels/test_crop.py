@@ -247,7 +247,7 @@ def test_a_box_off_the_image_is_all_pad_normalised(backend):
 @pytest.mark.shared
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_person_from_lsp_is_cropped_and_its_joints_go_there_and_back(backend, shared):
-    from posestream.pipeline.evaluation.keypoints import read_lsp_dataset
+    from posestream.pipeline.evaluation.lsp import read_lsp_dataset
 
     requires(backend)
     annotations = read_lsp_dataset(shared / "data" / "lsp")

@@ -136,7 +136,7 @@ def test_targets_parse_back_to_the_people():
     from posestream.pipeline.core.skeleton import COCO17_NAMES
     from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
     from posestream.pipeline.networks.heatmap_paf import build_model
-    from posestream.trainers.heatmap_paf.train import TrainingModelBackend, training_model_spec
+    from posestream.trainers.heatmap_paf.estimator import TrainingModelBackend, training_model_spec
 
     spec = training_model_spec("lightpose-tiny", 256, 256)
     backend = TrainingModelBackend(build_model("lightpose-tiny"), torch.device("cpu"), spec)
@@ -401,7 +401,7 @@ def test_train_command_loss_falls_checkpoints_and_resumes(shared, tmp_path):
 
 
 def test_loss_is_masked_mse_and_foreground_weight_favours_people():
-    from posestream.trainers.heatmap_paf.train import empty_prediction_loss, pose_loss
+    from posestream.trainers.heatmap_paf.loss import empty_prediction_loss, pose_loss
 
     generator = torch.Generator().manual_seed(0)
     heatmaps = torch.zeros(2, HEATMAP_CHANNELS, 4, 4)

@@ -3,7 +3,7 @@
 Sections: ``[model]``, ``[cascade]``, ``[augment]``, ``[train]``, ``[evaluation]`` and one
 ``[[datasets]]`` table per LSP-format training folder. docs/deeppose.md describes every key;
 trainers/configs/deeppose-*.toml are working examples. A bad key or value raises PosestreamError
-naming the file and the key (the table-reading helpers are train_config's).
+naming the file and the key (the table reading and checks are trainers/common/config.py's).
 """
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from posestream.pipeline.core.errors import PosestreamError
+from posestream.trainers.common.config import DEVICES, OPTIMIZERS, build_section, check_positive, read_config_tables
 from posestream.trainers.deeppose.data import DeepPoseAugment
 from posestream.trainers.deeppose.model import DEEPPOSE_MODELS, feature_size
-from posestream.trainers.heatmap_paf.config import (
-    DEVICES,
-    OPTIMIZERS,
-    build_section,
-    check_positive,
-    read_config_tables,
-)
 
 
 @dataclass(frozen=True)

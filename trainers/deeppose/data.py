@@ -22,9 +22,10 @@ import torch
 from PIL import Image  # header-only reads of image sizes; pillow comes with matplotlib
 
 from posestream.pipeline.core.errors import PosestreamError
-from posestream.pipeline.evaluation.keypoints import lsp_split_indices, read_lsp_dataset
+from posestream.pipeline.evaluation.lsp import lsp_split_indices, read_lsp_dataset
 from posestream.pipeline.sources.readers import read_image
 from posestream.trainers.common.augment import AugmentConfig, jitter_colour, normalise
+from posestream.trainers.common.sampling import ResumableSampler
 from posestream.trainers.deeppose.model import (
     FLIP_JOINTS,
     JOINT_COUNT,
@@ -36,7 +37,6 @@ from posestream.trainers.deeppose.model import (
     points_in_crop,
     torso_diameter,
 )
-from posestream.trainers.heatmap_paf.datasets import ResumableSampler
 
 RIGHT_SHOULDER = 8
 LEFT_HIP = 3
@@ -74,7 +74,7 @@ class ImageBank:
 
 @dataclass(frozen=True)
 class LspSelection:
-    """Which images of one LSP-format folder to use: ``split`` as posestream.pipeline.evaluation.keypoints reads it."""
+    """Which images of one LSP-format folder to use: ``split`` as posestream.pipeline.evaluation.lsp reads it."""
 
     path: Path
     split: str = "train"
@@ -402,7 +402,7 @@ class RefinementSet(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------------------------
-# Keys and the loader
+# Keys
 
 
 class KeySampler(ResumableSampler):
@@ -421,20 +421,3 @@ class KeySampler(ResumableSampler):
         rows = rng.integers(len(self.choices), size=self.samples)
         seeds = rng.integers(0, 2 ** 63 - 1, size=self.samples)
         return [(*(int(v) for v in self.choices[row]), int(seed)) for row, seed in zip(rows, seeds)]
-
-
-def _worker_init(_worker_id: int) -> None:
-    # A worker makes whole samples; threads inside it would only compete with the training step.
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
-def build_loader(dataset: torch.utils.data.Dataset, sampler: KeySampler, batch_size: int, workers: int,
-                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Batches made by ``workers`` persistent processes started from a forkserver (a fork of a process
-    whose OpenMP or OpenCV threads have run can deadlock); the image bank travels to them as a
-    shared-memory handle, not a copy."""
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        persistent_workers=workers > 0, worker_init_fn=_worker_init if workers > 0 else None,
-        multiprocessing_context="forkserver" if workers > 0 else None, drop_last=True, pin_memory=pin_memory)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from posestream.pipeline.evaluation.keypoints import LSP_JOINT_NAMES
+from posestream.pipeline.evaluation.lsp import LSP_JOINT_NAMES
 from posestream.pipeline.networks.layout import PAD_VALUE
 from posestream.trainers.common.augment import normalise
 

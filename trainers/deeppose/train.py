@@ -8,9 +8,9 @@ loop, ``evaluate`` scores a stage. Stages train one after another, each with its
 2. before stage s >= 2, stage s-1 runs on ``statistics_images`` training images; its per-joint errors,
    normalised by the crop side σ·diam(y), give N(μ_i, Σ_i), from which stage s's simulated estimates are
    drawn; the real estimates of those images are used too (``RefinementSet``);
-3. after every stage the cascade so far runs on LSP test and is scored with posestream.pipeline.evaluation.keypoints.score_lsp
-   (strict PCP per limb, PCK@0.2 per joint): ``evaluation-stage-N.json``, and ``evaluation.json`` with the
-   per-stage table at the end.
+3. after every stage the cascade so far runs on LSP test and is scored with
+   posestream.pipeline.evaluation.lsp.score_lsp (strict PCP per limb, PCK@0.2 per joint):
+   ``evaluation-stage-N.json``, and ``evaluation.json`` with the per-stage table at the end.
 
 A run folder holds ``stage-N.pt`` (finished stages), ``last.pt`` (the stage in training: every epoch and
 every ``checkpoint_every`` iterations), ``metrics.jsonl``, ``loss.png``, ``metrics.png``,
@@ -34,7 +34,18 @@ from matplotlib.figure import Figure  # the object API draws PNGs without pyplot
 from tqdm import tqdm
 
 from posestream.pipeline.core.errors import PosestreamError
-from posestream.pipeline.evaluation.keypoints import LSP_LIMBS, format_table, score_lsp
+from posestream.pipeline.evaluation.common import format_table
+from posestream.pipeline.evaluation.lsp import LSP_LIMBS, score_lsp
+from posestream.trainers.common.config import expand_path
+from posestream.trainers.common.run import (
+    MetricsLog,
+    finish_figure,
+    learning_rate_factor,
+    make_optimizer,
+    pick_device,
+    start_run,
+)
+from posestream.trainers.common.sampling import build_loader
 from posestream.trainers.deeppose.checkpoint import (
     StageCheckpoint,
     load_stage_checkpoint,
@@ -50,7 +61,6 @@ from posestream.trainers.deeppose.data import (
     LspSelection,
     RefinementInputs,
     RefinementSet,
-    build_loader,
     load_image_bank,
     mean_initial_targets,
     measure_jitter,
@@ -66,14 +76,6 @@ from posestream.trainers.deeppose.model import (
     refinement_box_sides,
     set_output_bias,
 )
-from posestream.trainers.heatmap_paf.config import expand_path
-from posestream.trainers.heatmap_paf.train import (
-    MetricsLog,
-    finish_figure,
-    learning_rate_factor,
-    pick_device,
-    start_run,
-)
 
 # The paper's table groups limbs by kind (left and right together): Toshev & Szegedy 2014, Table 3.
 PAPER_LIMB_GROUPS = {
@@ -85,21 +87,13 @@ PAPER_LIMB_GROUPS = {
 
 
 # ----------------------------------------------------------------------------------------------
-# Loss and optimiser
+# Loss
 
 
 def joint_loss(outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Squared L2 distance per supervised joint, averaged over them (normalised coordinates)."""
     squared = ((outputs.float() - targets) ** 2).sum(dim=-1) * mask
     return squared.sum() / mask.sum().clamp(min=1.0)
-
-
-def make_optimizer(net: DeepPoseNet, train: TrainSection) -> torch.optim.Optimizer:
-    decay = [p for p in net.parameters() if p.ndim > 1]
-    no_decay = [p for p in net.parameters() if p.ndim <= 1]  # biases
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    return kind(groups, lr=train.lr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +165,7 @@ def train_stage(stage: int, config: DeepPoseTrainConfig, dataset, choices: np.nd
         copy_all_but_output(start_from, net)
     set_output_bias(net, mirror_mean(mean_targets, config.augment.flip_probability))
     net = net.to(device)
-    optimizer = make_optimizer(net, train)
+    optimizer = make_optimizer(net, train.optimizer, train.lr, train.weight_decay)
     state = StageState(stage)
     if resume is not None:
         if resume.model_config != net.config:

@@ -16,7 +16,8 @@ Sources draw one ``PoseSample`` from a random generator: ``SinglePersonSource`` 
 ``CocoSource`` a whole image or one of its people, ``MosaicSource`` pastes 2-4 single people (cropped
 around their joints, scaled to several sizes) onto a person-free background. ``PoseTrainingSet`` turns
 a (source, seed) key into augmented network input and targets, so a sample depends only on its key,
-not on the worker that makes it; ``MixtureSampler`` draws those keys with a weight per source.
+not on the worker that makes it; ``MixtureSampler`` draws those keys with a weight per source
+(trainers/common/sampling.py batches them).
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ from pycocotools import mask as coco_mask
 
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.skeleton import COCO17_NAMES
-from posestream.pipeline.evaluation.keypoints import LSP_JOINT_NAMES, lsp_split_indices, read_lsp_dataset
+from posestream.pipeline.evaluation.lsp import LSP_JOINT_NAMES, lsp_split_indices, read_lsp_dataset
 from posestream.pipeline.networks.layout import KEYPOINTS, NUM_KEYPOINTS
 from posestream.pipeline.sources.readers import read_image
 from posestream.trainers.common.augment import AugmentConfig, PoseSample, augment, normalise
+from posestream.trainers.common.sampling import ResumableSampler
 from posestream.trainers.heatmap_paf.targets import TargetConfig, make_targets
 
 NECK = KEYPOINTS.index("neck")
@@ -389,31 +391,6 @@ class PoseTrainingSet(torch.utils.data.Dataset):
         return tuple(torch.from_numpy(a) for a in make_training_sample(sample, rng, self.config))
 
 
-class ResumableSampler(torch.utils.data.Sampler):
-    """``samples`` keys per epoch that depend only on (seed, epoch): a resumed run draws the same epoch and
-    leaves out the keys it already trained on. Subclasses say how one epoch's keys are drawn."""
-
-    def __init__(self, samples: int, seed: int):
-        self.samples = samples
-        self.seed = seed
-        self.epoch = 0
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Draw epoch ``epoch``'s keys, leaving out the first ``skip`` (already trained on before a resume)."""
-        self.epoch = epoch
-        self.skip = skip
-
-    def __len__(self) -> int:
-        return self.samples - self.skip
-
-    def __iter__(self):
-        yield from self.epoch_keys()[self.skip:]
-
-    def epoch_keys(self) -> list[tuple[int, ...]]:
-        raise NotImplementedError
-
-
 class MixtureSampler(ResumableSampler):
     """Per epoch, ``samples`` keys (source index, seed): the source drawn with the given weights, the seed
     fresh; both depend only on (seed, epoch), so a resumed run sees the same stream."""
@@ -430,22 +407,3 @@ class MixtureSampler(ResumableSampler):
         sources = rng.choice(len(self.probabilities), size=self.samples, p=self.probabilities)
         seeds = rng.integers(0, 2 ** 63 - 1, size=self.samples)
         return [(int(source), int(seed)) for source, seed in zip(sources, seeds)]
-
-
-def _worker_init(_worker_id: int) -> None:
-    # Each worker makes whole samples; threads inside a worker would only fight the training step for cores.
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
-def build_loader(dataset: PoseTrainingSet, sampler: MixtureSampler, batch_size: int, workers: int,
-                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Batches of (image, heatmaps, pafs, mask) made by ``workers`` persistent processes.
-
-    Workers start from a fresh forkserver process, not a fork of this one: a fork of a process whose
-    OpenCV or OpenMP thread pools have run deadlocks in the child on the first resize.
-    """
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        persistent_workers=workers > 0, worker_init_fn=_worker_init if workers > 0 else None,
-        multiprocessing_context="forkserver" if workers > 0 else None, drop_last=True, pin_memory=pin_memory)

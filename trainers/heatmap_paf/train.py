@@ -2,8 +2,10 @@
 
 Laid out like torchvision's references: ``main(args)`` wires things up, ``train_one_epoch`` is the plain
 loop, ``evaluate`` validates. Validation runs the in-memory network through the same path users run
-(``BottomUpEstimator`` over a pipeline Backend, then ``evaluate_lsp`` / ``evaluate_coco``), so its
-numbers are the numbers ``posestream eval`` would print for an export of the same weights.
+(``BottomUpEstimator`` over a pipeline Backend, heatmap_paf/estimator.py, then ``evaluate_lsp`` /
+``evaluate_coco``), so its numbers are the numbers ``posestream eval`` would print for an export of the
+same weights. The loss is heatmap_paf/loss.py's; the run folder, device, schedule and metrics log are
+trainers/common/run.py's.
 
 A run folder holds ``last.pt`` (every epoch, and every ``checkpoint_every`` iterations),
 ``epoch-NNN.pt``, ``best.pt`` (by ``best_metric``), ``metrics.jsonl``, ``loss.png``, ``metrics.png`` and
@@ -13,7 +15,6 @@ cosine), so a resumed run continues exactly where the checkpoint left off.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
@@ -27,13 +28,22 @@ from matplotlib.figure import Figure  # the object API draws PNGs without pyplot
 from tqdm import tqdm
 
 from posestream.pipeline.core.errors import PosestreamError
-from posestream.pipeline.core.model import InputSpec, ModelSpec, TensorInfo, validate_against_model
-from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
-from posestream.pipeline.evaluation.keypoints import CocoEvalConfig, LspEvalConfig, evaluate_coco, evaluate_lsp
+from posestream.pipeline.estimators.bottomup import BottomUpEstimator
+from posestream.pipeline.evaluation.coco import CocoEvalConfig, evaluate_coco
+from posestream.pipeline.evaluation.lsp import LspEvalConfig, evaluate_lsp
 from posestream.pipeline.networks.checkpoint import load_checkpoint, save_checkpoint
-from posestream.pipeline.networks.heatmap_paf import LastStage, PoseNet, build_model
-from posestream.pipeline.networks.layout import HEATMAP_CHANNELS, sidecar_data
-from posestream.trainers.heatmap_paf.config import TrainConfig, expand_path, load_train_config
+from posestream.pipeline.networks.heatmap_paf import PoseNet, build_model
+from posestream.trainers.common.config import expand_path
+from posestream.trainers.common.run import (
+    MetricsLog,
+    finish_figure,
+    learning_rate_factor,
+    make_optimizer,
+    pick_device,
+    start_run,
+)
+from posestream.trainers.common.sampling import build_loader
+from posestream.trainers.heatmap_paf.config import TrainConfig, load_train_config
 from posestream.trainers.heatmap_paf.datasets import (
     CocoSource,
     MixtureSampler,
@@ -41,10 +51,11 @@ from posestream.trainers.heatmap_paf.datasets import (
     PoseTrainingSet,
     SampleConfig,
     SinglePersonSource,
-    build_loader,
     read_coco_people,
     read_lsp_people,
 )
+from posestream.trainers.heatmap_paf.estimator import make_estimator
+from posestream.trainers.heatmap_paf.loss import LossWindow, empty_prediction_loss, pose_loss
 
 # ----------------------------------------------------------------------------------------------
 # Data
@@ -79,144 +90,6 @@ def build_sources(config: TrainConfig) -> tuple[list, list[float]]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Loss and schedule
-
-
-def pose_loss(stages: list[tuple[torch.Tensor, torch.Tensor]], heatmaps: torch.Tensor, pafs: torch.Tensor,
-              mask: torch.Tensor, foreground_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Masked squared error summed over every stage (intermediate supervision), per image, halved.
-
-    ``foreground_weight`` > 0 weighs each cell by 1 + weight x its target's strength (the keypoint's
-    Gaussian; 1 on a limb's field), so the few cells that hold people count more than the many that
-    do not. Returns (total over stages, last stage's heatmap part, last stage's PAF part), the two
-    parts unweighted so that runs with different weights log comparable numbers.
-    """
-    heatmap_mask, paf_mask = mask[:, :HEATMAP_CHANNELS], mask[:, HEATMAP_CHANNELS:]
-    heatmap_weight, paf_weight = heatmap_mask, paf_mask
-    if foreground_weight > 0:
-        strength = heatmaps.clone()
-        strength[:, -1] = 1.0 - heatmaps[:, -1]  # background: strong where any keypoint is
-        heatmap_weight = heatmap_mask * (1.0 + foreground_weight * strength)
-        paf_weight = paf_mask * (1.0 + foreground_weight * (pafs != 0).float())
-    scale = 0.5 / heatmaps.shape[0]
-    total = heatmaps.new_zeros(())
-    for stage_heatmaps, stage_pafs in stages:
-        heatmap_error = (stage_heatmaps.float() - heatmaps) ** 2
-        paf_error = (stage_pafs.float() - pafs) ** 2
-        total = total + ((heatmap_error * heatmap_weight).sum() + (paf_error * paf_weight).sum()) * scale
-    heatmap_loss = (heatmap_error * heatmap_mask).sum().detach() * scale
-    paf_loss = (paf_error * paf_mask).sum().detach() * scale
-    return total, heatmap_loss, paf_loss
-
-
-def empty_prediction_loss(heatmaps: torch.Tensor, pafs: torch.Tensor,
-                          mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (heatmap, PAF) loss of one stage that predicts nobody anywhere (background 1, all else 0).
-
-    The network's loss divided by this says whether it has learnt more than "nobody here": at first
-    the ratio sits near 1 while the network outputs near-constant maps, then falls as peaks appear.
-    """
-    heatmap_mask, paf_mask = mask[:, :HEATMAP_CHANNELS], mask[:, HEATMAP_CHANNELS:]
-    scale = 0.5 / heatmaps.shape[0]
-    empty = torch.zeros_like(heatmaps)
-    empty[:, -1] = 1.0
-    heatmap_loss = ((empty - heatmaps) ** 2 * heatmap_mask).sum() * scale
-    paf_loss = (pafs ** 2 * paf_mask).sum() * scale
-    return heatmap_loss, paf_loss
-
-
-def learning_rate_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
-    """Linear warm-up from ~0 to 1 over ``warmup`` steps, then a cosine down to ``final_ratio`` at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    train = config.train
-    # No weight decay on BatchNorm and biases (1-d parameters), as is usual for conv nets.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    return kind(groups, lr=train.lr)
-
-
-# ----------------------------------------------------------------------------------------------
-# The in-memory network as a pipeline backend, for validation
-
-
-class TrainingModelBackend:
-    """A pipeline Backend around the network being trained: eval mode, no_grad, the last stage only."""
-
-    name = "torch-training"
-    resizable = True
-
-    def __init__(self, net: PoseNet, device: torch.device, spec: ModelSpec):
-        self._last_stage = LastStage(net)
-        self._device = device
-        self._spec = spec
-
-    def describe(self, height: int, width: int) -> tuple[list[TensorInfo], list[TensorInfo]]:
-        heatmaps, pafs = self.infer(np.zeros((1, 3, height, width), np.float32))
-        return ([TensorInfo(self._spec.input.name, (None, 3, None, None))],
-                [TensorInfo(self._spec.heatmaps_output, heatmaps.shape), TensorInfo(self._spec.pafs_output, pafs.shape)])
-
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        was_training = self._last_stage.training
-        self._last_stage.eval()
-        try:
-            with torch.no_grad():
-                heatmaps, pafs = self._last_stage(torch.from_numpy(batch).to(self._device))
-        finally:
-            self._last_stage.train(was_training)
-        return heatmaps.float().cpu().numpy(), pafs.float().cpu().numpy()
-
-
-def training_model_spec(name: str, height: int, width: int) -> ModelSpec:
-    """The ModelSpec an export of this network would have (from layout.sidecar_data), without a file."""
-    data = sidecar_data(f"{name}.onnx", name, height, width)
-    raw_input = data["input"]
-    return ModelSpec(
-        name=name, sidecar_path=Path(f"<{name} in training>"), model_path=Path(f"<{name} in training>"),
-        input=InputSpec(name=raw_input["name"], height=height, width=width, resizable=raw_input["resizable"],
-                        color_order=raw_input["color_order"], mean=tuple(raw_input["mean"]),
-                        scale=tuple(raw_input["scale"]), pad_value=raw_input["pad_value"]),
-        heatmaps_output=data["outputs"]["heatmaps"], pafs_output=data["outputs"]["pafs"], stride=data["stride"],
-        background_channel=data["background_channel"], keypoints=tuple(data["keypoints"]),
-        limbs=tuple(tuple(limb) for limb in data["limbs"]),
-        paf_channels=tuple(tuple(pair) for pair in data["paf_channels"]),
-        redundant_limbs=tuple(data["redundant_limbs"]))
-
-
-def make_estimator(net: PoseNet, device: torch.device, config: TrainConfig) -> BottomUpEstimator:
-    spec = training_model_spec(config.model.name, config.model.input_height, config.model.input_width)
-    backend = TrainingModelBackend(net, device, spec)
-    validate_against_model(spec, *backend.describe(spec.input.height, spec.input.width))
-    return BottomUpEstimator(spec, backend, EstimatorConfig(input_height=config.validation.input_height))
-
-
-def evaluate(estimator: BottomUpEstimator, config: TrainConfig, lsp_images: int) -> dict:
-    """Validation metrics as flat keys: lsp.pck, lsp.pck_body, lsp.pcp, coco.AP, coco.AP50, coco.AR."""
-    validation = config.validation
-    config_path = Path(config.source)
-    metrics: dict = {}
-    if validation.lsp_data:
-        lsp = evaluate_lsp(expand_path(validation.lsp_data, config_path), validation.lsp_split, estimator,
-                           LspEvalConfig(max_images=lsp_images, show_progress=False))
-        metrics.update({"lsp.pck": lsp["pck_mean"], "lsp.pck_body": lsp["pck_mean_body"],
-                        "lsp.pcp": lsp["pcp_mean"], "lsp.images": lsp["images"]})
-    if validation.coco_images:
-        coco = evaluate_coco(expand_path(validation.coco_images, config_path),
-                             expand_path(validation.coco_annotations, config_path), estimator,
-                             CocoEvalConfig(max_images=validation.coco_max_images or None, show_progress=False))
-        metrics.update({"coco.AP": coco["AP"], "coco.AP50": coco["AP50"], "coco.AR": coco["AR"],
-                        "coco.images": coco["images"]})
-    return metrics
-
-
-# ----------------------------------------------------------------------------------------------
 # The loop
 
 
@@ -227,22 +100,6 @@ class RunState:
     step: int = 0
     best_value: float | None = None
     last_validation: dict | None = None
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON object per line, appended (a resumed run continues the same file)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, record: dict) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
 def train_one_epoch(model: PoseNet, optimizer: torch.optim.Optimizer, loader, device: torch.device,
@@ -295,48 +152,23 @@ def train_one_epoch(model: PoseNet, optimizer: torch.optim.Optimizer, loader, de
     progress.close()
 
 
-class LossWindow:
-    """Per-step losses summed between two metrics.jsonl lines, kept on the device (one sync per line)."""
-
-    def __init__(self):
-        self.sums: torch.Tensor | None = None
-        self.count = 0
-        self.started = time.perf_counter()
-
-    def add(self, values: torch.Tensor) -> None:
-        """values: (loss, last-stage heatmap loss, last-stage PAF loss, their two empty-prediction losses)."""
-        self.sums = values if self.sums is None else self.sums + values
-        self.count += 1
-
-    def summary(self, batch_size: int) -> dict:
-        loss, heatmaps, pafs, empty_heatmaps, empty_pafs = (self.sums / self.count).tolist()
-        elapsed = time.perf_counter() - self.started
-        return {"loss": loss, "loss_heatmaps": heatmaps, "loss_pafs": pafs,
-                # The last stage's loss relative to predicting nobody: falls below 1 once it finds people.
-                "heatmaps_vs_empty": heatmaps / max(empty_heatmaps, 1e-9),
-                "pafs_vs_empty": pafs / max(empty_pafs, 1e-9),
-                "images_per_second": self.count * batch_size / max(elapsed, 1e-9)}
-
-
-def _total_steps(config: TrainConfig, max_iters: int | None) -> int:
-    total = config.train.epochs * config.train.iterations_per_epoch
-    return min(total, max_iters) if max_iters else total
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise PosestreamError("--device cuda", "CUDA is not available to this torch build or machine")
-    return torch.device(requested)
-
-
-def finish_figure(figure: Figure, axis, path: Path) -> None:
-    """Legend, a light grid, tight layout, PNG at 100 dpi: how every training curve is finished."""
-    axis.legend()
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+def evaluate(estimator: BottomUpEstimator, config: TrainConfig, lsp_images: int) -> dict:
+    """Validation metrics as flat keys: lsp.pck, lsp.pck_body, lsp.pcp, coco.AP, coco.AP50, coco.AR."""
+    validation = config.validation
+    config_path = Path(config.source)
+    metrics: dict = {}
+    if validation.lsp_data:
+        lsp = evaluate_lsp(expand_path(validation.lsp_data, config_path), validation.lsp_split, estimator,
+                           LspEvalConfig(max_images=lsp_images, show_progress=False))
+        metrics.update({"lsp.pck": lsp["pck_mean"], "lsp.pck_body": lsp["pck_mean_body"],
+                        "lsp.pcp": lsp["pcp_mean"], "lsp.images": lsp["images"]})
+    if validation.coco_images:
+        coco = evaluate_coco(expand_path(validation.coco_images, config_path),
+                             expand_path(validation.coco_annotations, config_path), estimator,
+                             CocoEvalConfig(max_images=validation.coco_max_images or None, show_progress=False))
+        metrics.update({"coco.AP": coco["AP"], "coco.AP50": coco["AP50"], "coco.AR": coco["AR"],
+                        "coco.images": coco["images"]})
+    return metrics
 
 
 def save_plots(log: MetricsLog, out_dir: Path) -> None:
@@ -369,18 +201,13 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
         finish_figure(figure, axis, out_dir / "metrics.png")
 
 
-def start_run(args: argparse.Namespace, resumed_from: Path | None, threads: int, seed: int) -> Path:
-    """The run folder (``--out``, else the resumed checkpoint's folder, else runs/<config name>), with a copy
-    of the config in a new run; torch's threads and seed set."""
-    out_dir = Path(args.out) if args.out else (resumed_from.parent if resumed_from else
-                                               Path("runs") / Path(args.config).stem)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not resumed_from:
-        shutil.copyfile(args.config, out_dir / "config.toml")
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    return out_dir
+# ----------------------------------------------------------------------------------------------
+# Wiring
+
+
+def _total_steps(config: TrainConfig, max_iters: int | None) -> int:
+    total = config.train.epochs * config.train.iterations_per_epoch
+    return min(total, max_iters) if max_iters else total
 
 
 def main(args: argparse.Namespace) -> int:
@@ -402,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
     model = build_model(config.model.name).to(device)
     if device.type == "cuda" and train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, train.optimizer, train.lr, train.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp else None
     state = RunState()
     if resume:

@@ -78,7 +78,7 @@ def test_the_default_model_finds_the_person_on_lsp_test_images(shared):
     trained on) a fifth of the joints within 0.2 torso of the truth is far above chance. Measured: PCK@0.2 0.375
     on these 20, 0.41 on 200 (docs/trainers.md has the full numbers)."""
     from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
-    from posestream.pipeline.evaluation.keypoints import LspEvalConfig, evaluate_lsp
+    from posestream.pipeline.evaluation.lsp import LspEvalConfig, evaluate_lsp
 
     spec = load_model_spec(None)
     estimator = BottomUpEstimator(spec, create_backend(spec, BackendConfig()), EstimatorConfig(input_height=256))

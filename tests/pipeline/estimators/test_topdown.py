@@ -25,7 +25,7 @@ from posestream.pipeline.estimators.detector import (
     yolox_grid,
 )
 from posestream.pipeline.estimators.topdown import TopDownConfig, TopDownEstimator, power_of_two_chunks
-from posestream.pipeline.evaluation.keypoints import LspEvalConfig, evaluate_lsp
+from posestream.pipeline.evaluation.lsp import LspEvalConfig, evaluate_lsp
 from posestream.pipeline.inference.backends import BackendConfig, create_backend
 from posestream.pipeline.runtime.graph import Runtime, RuntimeConfig, StreamSpec
 from posestream.pipeline.sources.readers import SourceConfig

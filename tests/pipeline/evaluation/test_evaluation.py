@@ -21,18 +21,15 @@ from pycocotools.cocoeval import COCOeval
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.skeleton import COCO17_NAMES
 from posestream.pipeline.core.types import Person
-from posestream.pipeline.evaluation.keypoints import (
+from posestream.pipeline.evaluation.coco import CocoEvalConfig, evaluate_coco, format_coco_table, person_to_coco_result
+from posestream.pipeline.evaluation.lsp import (
     LSP_FROM_COCO17,
     LSP_JOINT_NAMES,
-    CocoEvalConfig,
     LspEvalConfig,
     coco17_to_lsp,
-    evaluate_coco,
     evaluate_lsp,
-    format_coco_table,
     format_lsp_table,
     load_lsp_annotations,
-    person_to_coco_result,
     score_lsp,
 )
 
