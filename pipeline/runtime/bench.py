@@ -27,7 +27,9 @@ import numpy as np
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.types import Frame, Person
 from posestream.pipeline.runtime.graph import Estimate, OverlayTarget, Runtime, RuntimeConfig, StreamSpec
-from posestream.pipeline.sinks.outputs import JsonlSink, TrackTrails, VideoSink, draw_people
+from posestream.pipeline.sinks.draw import TrackTrails, draw_people
+from posestream.pipeline.sinks.jsonl import JsonlSink
+from posestream.pipeline.sinks.video import VideoSink
 from posestream.pipeline.sources.readers import SourceConfig, open_source
 from posestream.pipeline.tracking.tracker import PoseTracker, TrackerConfig
 

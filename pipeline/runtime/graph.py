@@ -3,17 +3,23 @@
     decode (a thread per stream) -> stream queue (bounded, one per stream)
         -> batcher + inference (one thread: takes frames round-robin across streams, up to ``batch_size``,
            waiting at most ``batch_wait_ms`` once a batch is started; calls the estimator)
-        -> post queue (bounded, one per stream) -> post (a thread per stream: tracker, JSON lines, overlay)
+        -> post queue (bounded, one per stream) -> post (a thread per stream: tracker, then the stream's sinks)
 
 Threads overlap because decoding (FFmpeg), inference (ONNX Runtime, OpenVINO) and the Numba parse release
 the GIL. Each stream queue has a drop policy declared by the kind of source (``RuntimeConfig.queue_policy``):
 a live source drops its oldest queued frame when inference falls behind (counted ``stale``), so latency
 stays bounded; a file or image source makes its decoder wait, so nothing is lost. Post queues always wait.
 
-Streams are isolated: a source that cannot be opened, a decode thread that raises, an output that cannot
-be written, or an estimator error on a stream's frames fails that stream alone (its error is reported and
-its queued frames are counted as dropped); the others run on. Live sources reconnect inside the source, per
-its ``SourceConfig``. A stream's tracker and overlay writer exist from its first frame to its end.
+Outputs are sinks (``posestream.pipeline.sinks.base.Sink``). Each stream writes, in this order, to: its
+JSON-lines file (``StreamSpec.out_jsonl``, one ``SharedJsonlSink`` per file, shared by the streams naming
+it), its overlay (``StreamSpec.overlay``, an ``OverlaySink`` of its own), the runtime's extra sinks
+(``Runtime(sinks=...)``, for every stream), then its own extra sinks (``StreamSpec.sinks``). A sink named
+twice for one stream is written once.
+
+Streams are isolated: a source that cannot be opened, a decode thread that raises, a sink that raises, or
+an estimator error on a stream's frames fails that stream alone (its error is reported and its queued
+frames are counted as dropped); the others run on. Live sources reconnect inside the source, per its
+``SourceConfig``. A stream's tracker and its sinks' state for it exist from its first frame to its end.
 
 Every frame is accounted for: once the runtime has finished, each stream's delivered frames equal its
 processed frames plus its dropped frames (by reason, see ``posestream.pipeline.runtime.metrics.DROP_REASONS``).
@@ -36,7 +42,9 @@ import numpy as np
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.types import Frame, Person
 from posestream.pipeline.runtime.metrics import RuntimeMetrics, StreamMetrics
-from posestream.pipeline.sinks.outputs import ImageSink, JsonlSink, TrackTrails, VideoSink, draw_people
+from posestream.pipeline.sinks.base import Sink, StreamInfo
+from posestream.pipeline.sinks.jsonl import SharedJsonlSink
+from posestream.pipeline.sinks.overlay import OverlaySink
 from posestream.pipeline.sources.readers import FrameSource, SourceConfig, SourceStats, open_source
 from posestream.pipeline.tracking.tracker import PoseTracker, TrackerConfig
 
@@ -100,6 +108,7 @@ class StreamSpec:
     source_config: SourceConfig = SourceConfig()
     out_jsonl: str | None = None  # JSON lines file ("-" = stdout); streams naming the same file share it
     overlay: OverlayTarget | None = None
+    sinks: tuple[Sink, ...] = ()  # extra sinks of this stream, after the JSON lines and the overlay
     live: bool | None = None  # None: as the source says; True makes a file behave as a live source
     pace: bool = False  # deliver a file's frames at their timestamps, as a camera would
 
@@ -264,51 +273,6 @@ class Batcher:
         return batch, ended
 
 
-class _OverlayWriter:
-    """Overlay output of one stream: a video file for video sources, annotated images otherwise."""
-
-    def __init__(self, target: Path, kind: str, fps: float | None) -> None:
-        self._target = target
-        self._kind = kind
-        self._fps = fps or DEFAULT_FPS
-        self._video: VideoSink | None = None
-        self._images: ImageSink | None = None
-        self._trails = TrackTrails()
-
-    def write(self, frame: Frame, people: list[Person]) -> None:
-        drawn = draw_people(frame.image, people, trails=self._trails.update(people))
-        if self._kind == "video":
-            if self._video is None:
-                height, width = frame.image.shape[:2]
-                self._video = VideoSink(self._target, self._fps, width, height)
-            self._video.write(drawn)
-        else:
-            if self._images is None:
-                self._images = ImageSink(self._target)
-            self._images.write(drawn, frame.source)
-
-    def close(self) -> None:
-        if self._video is not None:
-            video, self._video = self._video, None
-            video.close()
-
-
-class _SharedJsonl:
-    """One JSON-lines file written by several post threads: one line per write, under a lock."""
-
-    def __init__(self, path: str) -> None:
-        self._sink = JsonlSink(path)
-        self._lock = threading.Lock()
-
-    def write(self, frame: Frame, people: list[Person]) -> None:
-        with self._lock:
-            self._sink.write(frame, people)
-
-    def close(self) -> None:
-        with self._lock:
-            self._sink.close()
-
-
 _END = object()  # end of a stream on its post queue
 
 
@@ -330,7 +294,9 @@ class _Stream:
         self.source_stats: SourceStats | None = None
         self.outputs_started = False
         self.tracker: PoseTracker | None = None
-        self.overlay: _OverlayWriter | None = None
+        self.sinks: list[tuple[str, Sink]] = []  # (name in held_resources, sink), in writing order; set at start
+        self.info: StreamInfo | None = None  # what the sinks are told about this stream, from its first frame
+        self.open_sinks: list[tuple[str, Sink]] = []  # those whose open_stream returned, until the stream ends
         self.tracks: int | None = None
         self.fail_lock = threading.Lock()
 
@@ -340,15 +306,21 @@ class Runtime:
 
     ``estimate`` is called from one thread only (the inference stage), with stream keys when it sets
     ``wants_stream_keys`` (see ``Estimate``). ``notify`` receives one line per stream failure, as it happens
-    (the CLI prints it).
+    (the CLI prints it). ``sinks`` are written for every stream, after each stream's JSON lines and overlay
+    (see the module docstring); the runtime calls ``close()`` on each sink once, when the run is over.
     """
 
     def __init__(self, streams: Sequence[StreamSpec], estimate: Estimate, config: RuntimeConfig = RuntimeConfig(),
-                 metrics: RuntimeMetrics | None = None, notify: Callable[[str], None] | None = None) -> None:
+                 metrics: RuntimeMetrics | None = None, notify: Callable[[str], None] | None = None,
+                 sinks: Sequence[Sink] = ()) -> None:
         if not streams:
             raise PosestreamError("streams", "no streams to run")
         self.config = config
         self.specs = tuple(streams)
+        self._extra_sinks = tuple(sinks)
+        _check_sinks("sinks", self._extra_sinks)
+        for index, spec in enumerate(self.specs):
+            _check_sinks(f"streams[{index}].sinks", spec.sinks)
         self.metrics = metrics or RuntimeMetrics([(spec.label, spec.source) for spec in self.specs])
         if len(self.metrics.streams) != len(self.specs):
             raise ValueError("metrics were made for a different number of streams")
@@ -363,23 +335,23 @@ class Runtime:
             stream.metrics.queue_depth = stream.queue.__len__
             self.metrics.queue_readers[f"post:{stream.index}"] = stream.inbox.qsize
         self._overlay_paths = _overlay_paths(self.specs)
-        self._jsonl: dict[str, _SharedJsonl] = {}
+        self._sinks: list[Sink] = []  # every sink of the run, once each: each is closed once at the end
         self._threads: list[threading.Thread] = []
         self._started = False
 
     # ---------------------------------------------------------------------------------------------- control
 
     def start(self) -> None:
-        """Open the JSON-lines outputs (a bad path is an error here, before any thread), then start every stage."""
+        """Make the streams' sinks (a bad JSON-lines path is an error here, before any thread), then start
+        every stage. When that fails, every sink is closed, the caller's extra sinks too."""
         if self._started:
             raise RuntimeError("a Runtime starts once")
         self._started = True
         try:
-            for spec in self.specs:
-                if spec.out_jsonl and spec.out_jsonl not in self._jsonl:
-                    self._jsonl[spec.out_jsonl] = _SharedJsonl(spec.out_jsonl)
+            self._make_sinks()
         except PosestreamError:
-            self._close_jsonl()
+            # The bad path is the error to report; a failure closing the others would only hide it.
+            self._close_sinks()
             raise
         batcher = Batcher(self._hub, [s.queue for s in self._streams], self.config.batch_size,
                           self.config.batch_wait_ms / 1000.0, self.metrics.observe)
@@ -400,14 +372,17 @@ class Runtime:
             self._stop_source(stream)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every stage is done (True), or ``timeout`` seconds (False). Closes the outputs at the end."""
+        """Wait until every stage is done (True), or ``timeout`` seconds (False). Closes every sink at the end
+        and raises the first error a sink's ``close()`` raised."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             while thread.is_alive():  # short joins: the main thread stays responsive to signals
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 thread.join(0.1)
-        self._close_jsonl()
+        errors = self._close_sinks()
+        if errors:
+            raise errors[0]
         return True
 
     def run(self) -> list[StreamResult]:
@@ -429,10 +404,11 @@ class Runtime:
         return results
 
     def held_resources(self, index: int) -> list[str]:
-        """What stream ``index`` holds right now (of "source", "tracker", "overlay"); empty once it ended."""
+        """What stream ``index`` holds right now: "source", "tracker", and each sink open for it ("jsonl",
+        "overlay", an extra sink's class name); empty once it ended."""
         stream = self._streams[index]
-        held = [("source", stream.source), ("tracker", stream.tracker), ("overlay", stream.overlay)]
-        return [name for name, value in held if value is not None]
+        held = [name for name, value in [("source", stream.source), ("tracker", stream.tracker)] if value is not None]
+        return held + [name for name, _ in list(stream.open_sinks)]  # a copy: the post thread changes the list
 
     # ---------------------------------------------------------------------------------------------- failures
 
@@ -584,8 +560,7 @@ class Runtime:
                     people = self._output(stream, item.frame, people)
                 except Exception as error:
                     stream.metrics.count_dropped("stream_failed")
-                    self._fail(stream, str(error) if isinstance(error, PosestreamError)
-                               else f"{stream.spec.source}: output failed: {type(error).__name__}: {error}")
+                    self._fail(stream, _output_failure(stream.spec, error))
                     continue
                 now = time.monotonic()
                 self.metrics.observe("post", now - started)
@@ -594,45 +569,87 @@ class Runtime:
             self._end_stream(stream)
 
     def _output(self, stream: _Stream, frame: Frame, people: list[Person]) -> list[Person]:
-        spec = stream.spec
+        """Track, then write to every sink of the stream; returns the people as tracked."""
         if not stream.outputs_started:  # the stream's first frame: its per-stream state starts here
             stream.outputs_started = True
             if self.config.tracking is not None and stream.kind == "video":
                 stream.tracker = PoseTracker(self.config.tracking, fps=stream.fps)
+            stream.info = StreamInfo(index=stream.index, label=stream.spec.label, source=stream.spec.source,
+                                     kind=stream.kind or "video", fps=stream.fps)
+            for name, sink in stream.sinks:
+                sink.open_stream(stream.info)
+                stream.open_sinks.append((name, sink))
         if stream.tracker is not None:
             people = stream.tracker.update(people, frame.pts)
-        if spec.out_jsonl:
-            self._jsonl[spec.out_jsonl].write(frame, people)
-        if spec.overlay is not None:
-            if stream.overlay is None:
-                target = Path(spec.overlay.path) if stream.kind != "video" else self._overlay_paths[stream.index]
-                stream.overlay = _OverlayWriter(target, stream.kind or "video", stream.fps)
-            stream.overlay.write(frame, people)
+        people_for_sinks = tuple(people)  # a tuple: no sink can change the people the next sink sees
+        for _, sink in stream.sinks:
+            sink.write(stream.info, frame, people_for_sinks)
         return people
 
     def _end_stream(self, stream: _Stream) -> None:
-        """Free the stream's state: close its overlay (an mp4 is finished here), drop its tracker."""
-        overlay, stream.overlay = stream.overlay, None
-        if overlay is not None:
+        """Free the stream's state: close it in each of its open sinks (an mp4 is finished here), drop its
+        tracker. A sink that fails to close fails the stream; the other sinks are closed all the same."""
+        for _, sink in stream.open_sinks:
             try:
-                overlay.close()
-            except PosestreamError as error:
-                self._fail(stream, str(error))
+                sink.close_stream(stream.info)
+            except Exception as error:
+                self._fail(stream, _output_failure(stream.spec, error))
+        stream.open_sinks = []
         tracker, stream.tracker = stream.tracker, None
         if tracker is not None:
             stream.tracks = tracker.ids_issued
         stream.metrics.set_state("ended")
 
-    def _close_jsonl(self) -> None:
-        sinks, self._jsonl = list(self._jsonl.values()), {}
+    def _make_sinks(self) -> None:
+        """Each stream's sinks, in writing order; streams naming one JSON-lines file share its sink."""
+        for sink in self._extra_sinks + tuple(sink for spec in self.specs for sink in spec.sinks):
+            if not any(sink is already for already in self._sinks):  # by identity: sinks need not be hashable
+                self._sinks.append(sink)
+        jsonl_by_path: dict[str, SharedJsonlSink] = {}
+        for stream in self._streams:
+            spec = stream.spec
+            named: list[tuple[str, Sink]] = []
+            if spec.out_jsonl:
+                if spec.out_jsonl not in jsonl_by_path:
+                    jsonl_by_path[spec.out_jsonl] = SharedJsonlSink(spec.out_jsonl)  # opens the file: may raise
+                    self._sinks.append(jsonl_by_path[spec.out_jsonl])
+                named.append(("jsonl", jsonl_by_path[spec.out_jsonl]))
+            if spec.overlay is not None:
+                # A video source writes its own (de-duplicated) file; image and folder sources the folder given.
+                overlay = OverlaySink(video_path=self._overlay_paths[stream.index], image_folder=spec.overlay.path,
+                                      default_fps=DEFAULT_FPS)
+                self._sinks.append(overlay)
+                named.append(("overlay", overlay))
+            for sink in self._extra_sinks + spec.sinks:
+                if not any(sink is already for _, already in named):
+                    named.append((type(sink).__name__, sink))
+            stream.sinks = named
+
+    def _close_sinks(self) -> list[Exception]:
+        """Close every sink once (the first call only); returns what they raised, in closing order."""
+        sinks, self._sinks = self._sinks, []
         errors = []
         for sink in sinks:
             try:
                 sink.close()
-            except PosestreamError as error:
+            except Exception as error:
                 errors.append(error)
-        if errors:
-            raise errors[0]
+        return errors
+
+
+def _check_sinks(where: str, sinks: Sequence[Sink]) -> None:
+    """Reject what is not a sink when it is given, rather than at a stream's first frame."""
+    for sink in sinks:
+        if not isinstance(sink, Sink):
+            raise TypeError(f"{where}: {sink!r} is not a sink: it needs open_stream, write, close_stream and close")
+
+
+def _output_failure(spec: StreamSpec, error: Exception) -> str:
+    """The line that reports a sink's error: a PosestreamError names its path itself; anything else is
+    named with the stream's source and the exception's type."""
+    if isinstance(error, PosestreamError):
+        return str(error)
+    return f"{spec.source}: output failed: {type(error).__name__}: {error}"
 
 
 def _overlay_paths(specs: Sequence[StreamSpec]) -> dict[int, Path]:

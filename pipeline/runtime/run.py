@@ -14,12 +14,13 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TextIO
+from typing import Sequence, TextIO
 
 from tqdm import tqdm
 
 from posestream.pipeline.runtime.graph import Estimate, OverlayTarget, Runtime, RuntimeConfig, StreamResult, StreamSpec
 from posestream.pipeline.runtime.metrics import MetricsServer, RuntimeMetrics, StatsPrinter
+from posestream.pipeline.sinks.base import Sink
 from posestream.pipeline.sources.readers import SourceConfig
 from posestream.pipeline.tracking.tracker import TrackerConfig
 
@@ -129,11 +130,13 @@ def _print_error(message: str) -> None:
     print(f"posestream: error: {message}", file=sys.stderr, flush=True)
 
 
-def run_streams(config: RunConfig, estimate: Estimate, stop: SignalStop | None = None) -> list[StreamReport]:
-    """Run every stream at once; returns one report per stream, failed streams included."""
+def run_streams(config: RunConfig, estimate: Estimate, stop: SignalStop | None = None,
+                sinks: Sequence[Sink] = ()) -> list[StreamReport]:
+    """Run every stream at once; returns one report per stream, failed streams included. ``sinks`` are
+    written for every stream besides the outputs ``config`` names (``Runtime``'s ``sinks``)."""
     specs = config.stream_specs()
     metrics = RuntimeMetrics([(spec.label, spec.source) for spec in specs])
-    runtime = Runtime(specs, estimate, config.runtime_config(), metrics, notify=_print_error)
+    runtime = Runtime(specs, estimate, config.runtime_config(), metrics, notify=_print_error, sinks=sinks)
     server = MetricsServer(metrics, config.metrics_port, config.metrics_host) \
         if config.metrics_port is not None else None
     printer = None

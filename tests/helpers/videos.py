@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from posestream.pipeline.sinks.outputs import VideoSink
+from posestream.pipeline.sinks.video import VideoSink
 
 
 def write_video(path: Path, frames: int, width: int = 160, height: int = 120, fps: float = 10.0) -> Path:

@@ -1,6 +1,7 @@
-"""The multi-stream stage graph (pipeline/runtime.py) on real videos written here, the tiny ONNX model on ONNX
-Runtime, and real outputs: ordering, batching across streams, drop policies, isolation of failing streams,
-per-stream state, the live latency bound, and SIGINT/SIGTERM on a real ``posestream run`` subprocess."""
+"""The multi-stream stage graph (pipeline/runtime/graph.py) on real videos written here, the tiny ONNX model on
+ONNX Runtime, and real outputs: ordering, batching across streams, drop policies, isolation of failing streams,
+per-stream state, the live latency bound, sinks (order of calls, a raising sink), and SIGINT/SIGTERM on a real
+``posestream run`` subprocess."""
 from __future__ import annotations
 
 import json
@@ -26,7 +27,12 @@ from posestream.pipeline.runtime.graph import (
     StreamSpec,
 )
 from posestream.pipeline.runtime.metrics import RuntimeMetrics, StreamMetrics
+from posestream.pipeline.runtime.run import RunConfig, print_summary, run_streams
+from posestream.pipeline.sinks.base import StreamInfo
+from posestream.pipeline.sinks.callback import CallbackSink
+from posestream.pipeline.sinks.records import person_record
 from posestream.pipeline.sources.readers import SourceConfig
+from posestream.pipeline.tracking.tracker import TrackerConfig
 from tests.helpers.videos import count_video_frames, read_jsonl, write_video
 
 
@@ -356,6 +362,185 @@ def test_live_streams_reconnect_and_a_dead_one_fails_beside_them(tmp_path, estim
     assert results[2].processed == 0 and hole.url() in results[2].error
     check_accounting(results)
     assert all(runtime.held_resources(i) == [] for i in range(len(specs)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sinks: extra outputs beside the JSON lines and the overlay
+# --------------------------------------------------------------------------------------------------------------
+
+
+class RecordingSink:
+    """A sink written here, inheriting nothing: records every call as (method, stream, frame index)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int | None, int | None]] = []
+        self.people: dict[tuple[int, int], list[dict]] = {}
+        self._lock = threading.Lock()  # it serves several streams, so it is called from several threads
+
+    def open_stream(self, stream: StreamInfo) -> None:
+        with self._lock:
+            self.calls.append(("open_stream", stream.index, None))
+
+    def write(self, stream: StreamInfo, frame: Frame, people) -> None:
+        with self._lock:
+            self.calls.append(("write", stream.index, frame.index))
+            self.people[stream.index, frame.index] = [person_record(person) for person in people]
+
+    def close_stream(self, stream: StreamInfo) -> None:
+        with self._lock:
+            self.calls.append(("close_stream", stream.index, None))
+
+    def close(self) -> None:
+        with self._lock:
+            self.calls.append(("close", None, None))
+
+    def of_stream(self, index: int) -> list[tuple[str, int | None]]:
+        return [(method, frame) for method, stream, frame in self.calls if stream == index]
+
+
+class RaisingSink:
+    """Raises from ``method`` for stream ``on_stream`` (for ``write``: at its frame ``at_frame``)."""
+
+    def __init__(self, method: str, on_stream: int, at_frame: int = 3) -> None:
+        self.method, self.on_stream, self.at_frame = method, on_stream, at_frame
+        self.closed_streams: list[int] = []
+        self.closes = 0
+
+    def _maybe_raise(self, method: str, stream: StreamInfo, frame: Frame | None = None) -> None:
+        if method == self.method and stream.index == self.on_stream and (frame is None or
+                                                                         frame.index == self.at_frame):
+            raise OSError(f"sink broke in {method}")
+
+    def open_stream(self, stream: StreamInfo) -> None:
+        self._maybe_raise("open_stream", stream)
+
+    def write(self, stream: StreamInfo, frame: Frame, people) -> None:
+        self._maybe_raise("write", stream, frame)
+
+    def close_stream(self, stream: StreamInfo) -> None:
+        self.closed_streams.append(stream.index)
+        self._maybe_raise("close_stream", stream)
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def test_callback_sink_gets_every_frame_of_each_stream_in_order_with_the_json_people(tmp_path, estimator):
+    lengths = [12, 9]
+    videos = [write_video(tmp_path / "v0.mp4", lengths[0]), write_video(tmp_path / "v1.mp4", lengths[1],
+                                                                         width=192, height=144)]
+    jsonl = tmp_path / "people.jsonl"
+    received: list[tuple[int, int, list[dict]]] = []
+    callback = CallbackSink(lambda frame, people: received.append(
+        (frame.stream, frame.index, [person_record(person) for person in people])))
+    specs = [StreamSpec(str(video), out_jsonl=str(jsonl)) for video in videos]
+    # The tiny model's "people" score low: a tracker that takes them, so the sinks get track IDs to compare.
+    tracking = TrackerConfig(high_score=0.05, new_track_score=0.05, min_hits=1)
+    results = Runtime(specs, estimator, RuntimeConfig(batch_size=2, tracking=tracking), sinks=[callback]).run()
+
+    assert [r.state for r in results] == ["ended", "ended"]
+    for stream, length in enumerate(lengths):
+        assert [index for s, index, _ in received if s == stream] == list(range(length))
+    from_json = {(r["stream"], r["frame"]): r["persons"] for r in read_jsonl(jsonl)}
+    assert {(s, index): people for s, index, people in received} == from_json
+    assert sum(len(people) for _, _, people in received) > 0  # the tiny model finds "people": a real comparison
+    assert any(person["track_id"] is not None for _, _, people in received for person in people)
+
+
+def test_sink_calls_come_in_order_and_each_sink_closes_once(tmp_path, estimator):
+    videos = [write_video(tmp_path / "v0.mp4", 5), write_video(tmp_path / "v1.mp4", 7)]
+    everywhere, only_stream_1 = RecordingSink(), RecordingSink()
+    # ``everywhere`` is also named by stream 0 itself: a sink given twice is still written once per frame.
+    specs = [StreamSpec(str(videos[0]), sinks=(everywhere,)), StreamSpec(str(videos[1]), sinks=(only_stream_1,))]
+    runtime = Runtime(specs, estimator, RuntimeConfig(batch_size=2), sinks=[everywhere])
+    results = runtime.run()
+
+    assert [r.state for r in results] == ["ended", "ended"]
+    for stream, length in [(0, 5), (1, 7)]:
+        assert everywhere.of_stream(stream) == \
+            [("open_stream", None)] + [("write", i) for i in range(length)] + [("close_stream", None)]
+    assert only_stream_1.of_stream(0) == []
+    assert only_stream_1.of_stream(1) == \
+        [("open_stream", None)] + [("write", i) for i in range(7)] + [("close_stream", None)]
+    for sink in (everywhere, only_stream_1):
+        assert [call[0] for call in sink.calls].count("close") == 1
+        assert sink.calls[-1] == ("close", None, None)  # after every stream closed
+    assert all(runtime.held_resources(i) == [] for i in range(len(specs)))
+
+
+def test_held_resources_names_the_open_sinks(tmp_path, estimator):
+    video = write_video(tmp_path / "long.mp4", 40, fps=20.0)
+    jsonl, overlay = tmp_path / "people.jsonl", tmp_path / "overlay.mp4"
+    seen_first = threading.Event()
+    runtime = Runtime([StreamSpec(str(video), out_jsonl=str(jsonl), overlay=OverlayTarget(str(overlay)), pace=True)],
+                      estimator, RuntimeConfig(), sinks=[CallbackSink(lambda frame, people: seen_first.set())])
+    runtime.start()
+    assert seen_first.wait(10)
+    held = runtime.held_resources(0)
+    runtime.request_stop()
+    assert runtime.wait(timeout=10)
+    assert held == ["source", "tracker", "jsonl", "overlay", "CallbackSink"]
+    assert runtime.held_resources(0) == []
+
+
+@pytest.mark.parametrize("method", ["open_stream", "write", "close_stream"])
+def test_a_sink_that_raises_fails_its_stream_only(tmp_path, estimator, method):
+    videos = [write_video(tmp_path / "v0.mp4", 8), write_video(tmp_path / "v1.mp4", 8, width=192, height=144)]
+    jsonl = tmp_path / "people.jsonl"
+    raising, recording = RaisingSink(method, on_stream=1), RecordingSink()
+    specs = [StreamSpec(str(video), out_jsonl=str(jsonl)) for video in videos]
+    messages = []
+    results = Runtime(specs, estimator, RuntimeConfig(batch_size=2), notify=messages.append,
+                      sinks=[raising, recording]).run()
+
+    assert [r.state for r in results] == ["ended", "failed"]
+    assert results[0].processed == 8 and results[0].error is None
+    assert f"{videos[1]}: output failed: OSError: sink broke in {method}" == results[1].error
+    assert messages == [results[1].error]
+    check_accounting(results)
+    records = read_jsonl(jsonl)
+    assert [r["frame"] for r in records if r["stream"] == 0] == list(range(8))
+    # The sinks after the raising one miss that frame; every opened stream is closed, the sink once.
+    assert recording.of_stream(0)[-1] == ("close_stream", None)
+    if method == "open_stream":  # stream 1 failed before the sinks after the raising one were opened
+        assert recording.of_stream(1) == [] and raising.closed_streams == [0]
+    else:
+        assert recording.of_stream(1)[-1] == ("close_stream", None) and sorted(raising.closed_streams) == [0, 1]
+    assert raising.closes == 1
+
+
+def test_run_streams_passes_sinks_and_the_summary_counts_the_failed_streams_frames(tmp_path, estimator, capsys):
+    videos = [write_video(tmp_path / "v0.mp4", 10), write_video(tmp_path / "v1.mp4", 10, width=192, height=144)]
+    jsonl = tmp_path / "people.jsonl"
+
+    def fail_on_stream_1(frame: Frame, people) -> None:
+        if frame.stream == 1 and frame.index == 4:
+            raise ValueError("the callback gave up")
+
+    config = RunConfig(sources=tuple(str(video) for video in videos), out_jsonl=str(jsonl), batch_size=2,
+                       progress=False)
+    reports = run_streams(config, estimator, sinks=[CallbackSink(fail_on_stream_1)])
+
+    assert reports[0].error is None and reports[0].frames == 10 and reports[0].dropped == {}
+    assert reports[1].error == f"{videos[1]}: output failed: ValueError: the callback gave up"
+    assert reports[1].frames == 4  # frames 0-3; frame 4 raised
+    assert reports[1].dropped == {"stream_failed": reports[1].delivered - 4}
+    records = read_jsonl(jsonl)
+    assert [r["frame"] for r in records if r["stream"] == 0] == list(range(10))
+    # The JSON lines come before the callback, so frame 4's line was written before the callback raised.
+    assert [r["frame"] for r in records if r["stream"] == 1] == list(range(5))
+    print_summary(reports, {})
+    summary = capsys.readouterr().err
+    assert f"stream 0 {videos[0]}: 10 frames" in summary
+    assert f"stream 1 {videos[1]}: FAILED: {reports[1].error}" in summary
+
+
+def test_runtime_rejects_an_object_that_is_not_a_sink(tmp_path):
+    with pytest.raises(TypeError, match="is not a sink"):
+        Runtime([StreamSpec(str(tmp_path / "v.mp4"))], lambda images: [[] for _ in images],
+                sinks=[lambda frame, people: None])
+    with pytest.raises(TypeError, match=r"streams\[0\].sinks"):
+        Runtime([StreamSpec(str(tmp_path / "v.mp4"), sinks=(object(),))], lambda images: [[] for _ in images])
 
 
 # --------------------------------------------------------------------------------------------------------------

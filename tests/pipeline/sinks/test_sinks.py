@@ -1,8 +1,11 @@
-"""Sinks on real files: JSON lines parsed back, videos read back with PyAV, images read back with OpenCV."""
+"""Sinks on real files: JSON lines parsed back, videos read back with PyAV, images read back with OpenCV; the
+built-in Sink-protocol sinks driven by hand, from several threads where they serve several streams."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
 from pathlib import Path
 
 import av
@@ -13,7 +16,13 @@ import pytest
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.skeleton import COCO17_NAMES
 from posestream.pipeline.core.types import Frame, Person
-from posestream.pipeline.sinks.outputs import ImageSink, JsonlSink, TrackTrails, VideoSink, draw_people, track_colour
+from posestream.pipeline.sinks.base import Sink, StreamInfo
+from posestream.pipeline.sinks.callback import CallbackSink
+from posestream.pipeline.sinks.draw import TrackTrails, draw_people, track_colour
+from posestream.pipeline.sinks.images import ImageSink
+from posestream.pipeline.sinks.jsonl import JsonlSink, SharedJsonlSink
+from posestream.pipeline.sinks.overlay import OverlaySink
+from posestream.pipeline.sinks.video import VideoSink
 from posestream.pipeline.sources.readers import SourceConfig, open_source
 
 # A standing person about 300 px tall, roughly centred in a 768x576 picture (COCO-17 order).
@@ -252,3 +261,103 @@ def test_track_trails_keep_the_last_positions_and_forget_old_tracks():
     no_hips = standing_person().keypoints.copy()
     no_hips[[11, 12]] = 0
     assert set(trails.update([Person(0.9, no_hips, (0, 0, 1, 1), track_id=3)])) == {1}  # no hips, no point
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Sink protocol's built-in sinks, driven by hand as the runtime drives them
+# --------------------------------------------------------------------------------------------------------------
+
+
+def stream_info(index: int = 1, kind: str = "video", fps: float | None = 10.0) -> StreamInfo:
+    return StreamInfo(index=index, label=f"cam{index}", source="clip.mp4", kind=kind, fps=fps)
+
+
+def test_built_in_sinks_are_sinks():
+    for sink in (CallbackSink(lambda frame, people: None), OverlaySink("a.mp4", "images")):
+        assert isinstance(sink, Sink)
+
+
+def test_shared_jsonl_keeps_lines_whole_when_streams_write_at_once(tmp_path):
+    path = tmp_path / "shared.jsonl"
+    sink = SharedJsonlSink(path)
+    people = [standing_person(), standing_person(0.5, 0.25)]
+
+    def write_stream(index: int) -> None:
+        info = stream_info(index)
+        sink.open_stream(info)
+        for frame in range(40):
+            sink.write(info, dataclasses.replace(grey_frame(frame, width=8, height=8), stream=index), people)
+        sink.close_stream(info)
+
+    threads = [threading.Thread(target=write_stream, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    write_stream(4)  # a stream closing leaves the file open for the streams still to come
+    sink.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]  # every line whole JSON
+    for index in range(5):
+        assert [r["frame"] for r in records if r["stream"] == index] == list(range(40))
+
+
+def test_callback_sink_serialises_calls_from_several_streams():
+    active, most_at_once, calls = [0], [0], []
+
+    def not_thread_safe(frame: Frame, people) -> None:
+        active[0] += 1
+        most_at_once[0] = max(most_at_once[0], active[0])
+        time.sleep(0.001)  # give another thread every chance to come in
+        calls.append((frame.stream, frame.index, len(people)))
+        active[0] -= 1
+
+    sink = CallbackSink(not_thread_safe)
+
+    def write_stream(index: int) -> None:
+        info = stream_info(index)
+        for frame in range(20):
+            sink.write(info, dataclasses.replace(grey_frame(frame, width=8, height=8), stream=index),
+                       (standing_person(),))
+
+    threads = [threading.Thread(target=write_stream, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most_at_once[0] == 1
+    for index in range(3):
+        assert [(f, n) for s, f, n in calls if s == index] == [(f, 1) for f in range(20)]
+
+
+def test_overlay_sink_writes_a_video_finished_at_close_stream(tmp_path):
+    path = tmp_path / "out" / "overlay.mp4"
+    sink = OverlaySink(path, tmp_path / "unused")
+    info = stream_info(kind="video", fps=None)  # no frame rate: the default is used
+    sink.open_stream(info)
+    for index in range(5):
+        sink.write(info, grey_frame(index, width=160, height=120), [standing_person()])
+    sink.close_stream(info)
+    count, width, height, fps, _ = read_video(path)
+    assert (count, width, height, fps) == (5, 160, 120, 25.0)
+    sink.close()  # nothing left to close: harmless
+    assert not (tmp_path / "unused").exists()
+
+
+def test_overlay_sink_writes_images_for_an_image_stream(tmp_path):
+    folder = tmp_path / "annotated"
+    sink = OverlaySink(tmp_path / "unused.mp4", folder)
+    info = stream_info(kind="folder", fps=None)
+    sink.open_stream(info)
+    for name in ("a.png", "b.jpg"):
+        sink.write(info, dataclasses.replace(grey_frame(width=64, height=48), source=name), [])
+    sink.close_stream(info)
+    sink.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "b.jpg"]
+    assert not (tmp_path / "unused.mp4").exists()
+
+
+def test_overlay_sink_serves_one_stream(tmp_path):
+    sink = OverlaySink(tmp_path / "overlay.mp4", tmp_path)
+    sink.open_stream(stream_info(0))
+    with pytest.raises(PosestreamError, match="already serves stream 0"):
+        sink.open_stream(stream_info(1))
