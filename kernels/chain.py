@@ -6,6 +6,7 @@ from types import ModuleType
 
 import numpy as np
 
+from posestream.kernels import cpu as cpu_kernels
 from posestream.kernels.assemble import ParseBuffers
 
 
@@ -55,11 +56,11 @@ def parse_maps(heatmaps, pafs, tables: SkeletonTables, config: ParseConfig, buff
                ops: ModuleType | None = None) -> None:
     """Parse N frames of maps into ``buffers`` (people in person_counts / person_parts / person_scores).
 
-    ``ops`` is the module whose kernels run the chain: ``kernels`` (Numba CPU, the default) or a twin with
+    ``ops`` is the module whose kernels run the chain: ``kernels.cpu`` (Numba CPU, the default) or a twin with
     the same signatures. ``buffers`` must hold at least N frames.
     """
     if ops is None:
-        from posestream import kernels as ops
+        ops = cpu_kernels
     frames = heatmaps.shape[0]
     ops.find_peaks(heatmaps, tables.num_keypoints, config.peak_threshold, config.peak_window,
                    buffers.peak_counts, buffers.peaks, buffers.peak_scores, buffers.peak_row_mask)
