@@ -17,22 +17,20 @@ stream and a result mean the same in both.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from posestream.pipeline.core.errors import PosestreamError
-from posestream.pipeline.core.types import Frame, Person
+from posestream.pipeline.core.types import Person
 from posestream.pipeline.estimators.create import EstimatorSettings, create_estimator
 from posestream.pipeline.runtime.graph import Estimate
 from posestream.pipeline.runtime.run import RunConfig, StreamReport
 from posestream.pipeline.runtime.run import run_streams as _run_streams
 from posestream.pipeline.sinks.base import Sink
-from posestream.pipeline.sinks.callback import CallbackSink
+from posestream.pipeline.sinks.callback import CallbackSink, FrameCallback
 from posestream.pipeline.sources.readers import read_image
 from posestream.pipeline.tracking.tracker import TrackerConfig
-
-FrameCallback = Callable[[Frame, Sequence[Person]], None]
 
 
 def load_estimator(model: str | None = None, *, backend: str = "auto", device: str | None = None,
