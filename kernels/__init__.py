@@ -2,7 +2,7 @@
 
 The chain is trt_pose's: find_peaks -> refine_peaks -> paf_score_graph -> assign -> connect_parts.
 refine_peaks_centroid is the weighted-centroid alternative to the parabola fit; softargmax reads one
-keypoint per map (single-person heatmaps; trainers/soft_argmax.py is its differentiable torch twin).
+keypoint per map (single-person heatmaps; trainers/heatmap_paf/soft_argmax.py is its differentiable torch twin).
 Every function is batched over frames and writes into arrays the caller allocated once
 (``allocate_parse_buffers``), so the hot path allocates nothing and holds no Python objects.
 

@@ -789,7 +789,7 @@ def connect_parts(matches, match_scores, match_counts, limbs, redundant, peak_sc
 def upsample(maps, factor, out, *, stream=None):
     """N x C x H x W -> out (N x C' x H*f x W*f, C' <= C: the first C' channels), bicubic on the device.
 
-    cv2.resize INTER_CUBIC's convention (posestream.pipeline.estimators.bottomup._upsample): output pixel centre x maps to source
+    cv2.resize INTER_CUBIC's convention (kernels.upsample.upsample_cpu, its CPU twin): output pixel centre x maps to source
     (x + 0.5) / f - 0.5, cubic weights with A = -0.75 computed in float32, border pixels replicated. cv2 sums
     in float32 with SIMD ordering of its own, so results agree within ~1e-6 of the map's range, not bit for bit.
     """

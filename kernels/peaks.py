@@ -235,7 +235,7 @@ def softargmax(heatmaps, num_keypoints, beta, keypoints):
 
     heatmaps: N x C x H x W (channels 0..K-1 read); keypoints: N x K x 3 float32 (out) -- (x, y, the map's
     maximum as confidence). Smooth in the map values, so the same formula trains through gradients
-    (trainers/soft_argmax.py is its torch twin); large beta approaches argmax. NaN pixels are ignored; a map
+    (trainers/heatmap_paf/soft_argmax.py is its torch twin); large beta approaches argmax. NaN pixels are ignored; a map
     of NaN only gives (-1, -1, 0). Maps must not hold infinities.
     """
     for n in range(heatmaps.shape[0]):

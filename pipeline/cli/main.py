@@ -33,9 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrLines(logging.Handler):
+    """One line per record on the current sys.stderr ("posestream: error: ..."), looked up per record so that
+    a redirected stderr is honoured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        print(f"posestream: {level}{self.format(record)}", file=sys.stderr, flush=True)
+
+
 def configure_logging() -> None:
-    """The library logs through ``logging``; the command line shows warnings and errors on stderr."""
-    logging.basicConfig(level=logging.WARNING, format="posestream: %(levelname)s: %(message)s", stream=sys.stderr)
+    """The library logs through ``logging`` and never configures it; the command line shows posestream's
+    records from INFO up on stderr, one line each."""
+    logger = logging.getLogger("posestream")
+    if not any(isinstance(handler, _StderrLines) for handler in logger.handlers):
+        logger.addHandler(_StderrLines())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

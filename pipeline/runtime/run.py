@@ -9,6 +9,7 @@ SIGINT/SIGTERM stop the sources, let the frames in flight through, close every o
 """
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -23,6 +24,8 @@ from posestream.pipeline.runtime.metrics import MetricsServer, RuntimeMetrics, S
 from posestream.pipeline.sinks.base import Sink
 from posestream.pipeline.sources.readers import SourceConfig
 from posestream.pipeline.tracking.tracker import TrackerConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Estimate", "RunConfig", "StreamReport", "SignalStop", "run_streams", "print_summary"]
 
@@ -126,25 +129,20 @@ class SignalStop:
             self._runtime.request_stop()
 
 
-def _print_error(message: str) -> None:
-    print(f"posestream: error: {message}", file=sys.stderr, flush=True)
-
-
 def run_streams(config: RunConfig, estimate: Estimate, stop: SignalStop | None = None,
                 sinks: Sequence[Sink] = ()) -> list[StreamReport]:
     """Run every stream at once; returns one report per stream, failed streams included. ``sinks`` are
     written for every stream besides the outputs ``config`` names (``Runtime``'s ``sinks``)."""
     specs = config.stream_specs()
     metrics = RuntimeMetrics([(spec.label, spec.source) for spec in specs])
-    runtime = Runtime(specs, estimate, config.runtime_config(), metrics, notify=_print_error, sinks=sinks)
+    runtime = Runtime(specs, estimate, config.runtime_config(), metrics, notify=log.error, sinks=sinks)
     server = MetricsServer(metrics, config.metrics_port, config.metrics_host) \
         if config.metrics_port is not None else None
     printer = None
     bar = tqdm(unit="frame", desc="frames", disable=not config.progress, file=sys.stderr)
     try:
         if server is not None:
-            print(f"posestream: metrics on http://{server.host}:{server.port}/metrics and /healthz",
-                  file=sys.stderr)
+            log.info("metrics on http://%s:%s/metrics and /healthz", server.host, server.port)
         runtime.start()
         if stop is not None:
             stop.watch(runtime)

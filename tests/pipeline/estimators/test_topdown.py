@@ -325,7 +325,7 @@ def test_streams_config_takes_the_top_down_keys(tmp_path):
     assert whole.detector == WHOLE_IMAGE
     defaults = parse_streams_config({"streams": [{"path": "a.mp4"}]}, path)
     assert (defaults.mode, defaults.detector, defaults.detect_every) == ("bottom-up", None, 1)
-    with pytest.raises(PosestreamError, match="mode: must be bottom-up or top-down"):
+    with pytest.raises(PosestreamError, match="mode: must be one of bottom-up, top-down"):
         parse_streams_config({"mode": "sideways", "streams": [{"path": "a.mp4"}]}, path)
     with pytest.raises(PosestreamError, match="detect_every: must be >= 1"):
         parse_streams_config({"detect_every": 0, "streams": [{"path": "a.mp4"}]}, path)
