@@ -47,7 +47,7 @@ def untrained_checkpoint(name: str, folder: Path) -> Path:
     import torch
 
     from posestream.pipeline.networks.checkpoint import save_checkpoint
-    from posestream.pipeline.networks.heatmap_paf import build_model
+    from posestream.pipeline.networks.models import build_model
 
     torch.manual_seed(0)
     net = build_model(name)

@@ -32,7 +32,8 @@ def test_the_wheel_holds_only_the_posestream_package(wheel):
         scripts = archive.read(entry_points).decode()
     tops = {name.split("/")[0] for name in names}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"posestream"}
-    assert "posestream/pipeline/models/posestream-lightpose-xs.onnx" in names  # the built-in model ships
+    assert "posestream/pipeline/models/posestream-lwo-mobilenet.onnx" in names  # the default model ships
+    assert "posestream/NOTICE" in names  # with the attribution its weights need
     assert not any(name.startswith(("posestream/tests/", "posestream/benchmarks/")) for name in names)
     assert "posestream = posestream.pipeline.cli.main:main" in scripts
 

@@ -1,4 +1,4 @@
-"""``posestream eval coco`` and ``posestream eval lsp``: accuracy against ground truth."""
+"""``posestream eval coco``, ``eval lsp`` and ``eval mpii``: accuracy against ground truth."""
 from __future__ import annotations
 
 import argparse
@@ -10,21 +10,27 @@ from posestream.pipeline.estimators.create import create_estimator
 
 
 def add_parser(commands) -> None:
-    evaluate = commands.add_parser("eval", help="evaluate against ground truth (COCO AP, LSP PCK/PCP)")
+    evaluate = commands.add_parser("eval", help="evaluate against ground truth (COCO AP, LSP PCK/PCKh/PCP, MPII PCKh)")
     datasets = evaluate.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     coco = datasets.add_parser("coco", help="COCO keypoint AP/AR with pycocotools",
                                description="Run the pipeline over the images of a COCO person-keypoints json "
                                            "and print AP, AP50, AP75, AR as a table and as JSON.")
     coco.add_argument("--images", required=True, help="folder holding the json's images")
     coco.add_argument("--ann", required=True, help="COCO person-keypoints annotation json")
-    lsp = datasets.add_parser("lsp", help="LSP PCK@0.2 per joint and strict PCP per limb",
+    lsp = datasets.add_parser("lsp", help="LSP PCK@0.2 and PCKh@0.5 per joint, strict PCP per limb",
                               description="Single-person evaluation on LSP-format data (the best-scoring person "
-                                          "per image): PCK@0.2 with torso = left shoulder to right hip, and "
-                                          "strict PCP per limb.")
+                                          "per image): PCK@0.2 with torso = left shoulder to right hip, PCKh@0.5 "
+                                          "with head = neck to head top, and strict PCP per limb.")
     lsp.add_argument("--data", required=True, help="LSP folder: images/ and joints.mat")
     lsp.add_argument("--split", default="test", choices=("test", "train", "all"),
                      help="test = im1001-im2000, train = im0001-im1000 (LSP); default test")
-    for dataset_parser, handler in ((coco, command_eval_coco), (lsp, command_eval_lsp)):
+    mpii = datasets.add_parser("mpii", help="MPII PCKh@0.5 per body joint",
+                               description="PCKh@0.5 (threshold = half the true upper-neck to head-top segment) "
+                                           "on MPII annotations in mmpose's json form, every annotated person "
+                                           "paired one to one with a predicted person.")
+    mpii.add_argument("--images", required=True, help="folder holding the json's images")
+    mpii.add_argument("--ann", required=True, help="MPII annotation json (a list of people)")
+    for dataset_parser, handler in ((coco, command_eval_coco), (lsp, command_eval_lsp), (mpii, command_eval_mpii)):
         add_model_flags(dataset_parser)
         dataset_parser.add_argument("--max-images", type=positive, default=None, help="evaluate the first N only")
         dataset_parser.add_argument("--out-json", default=None, help="also write the metrics here")
@@ -64,3 +70,12 @@ def command_eval_lsp(args: argparse.Namespace) -> int:
     metrics = evaluate_lsp(Path(args.data), args.split, estimator,
                            LspEvalConfig(max_images=args.max_images, show_progress=not args.no_progress))
     return _finish_eval(metrics, estimator, args, format_lsp_table(metrics))
+
+
+def command_eval_mpii(args: argparse.Namespace) -> int:
+    from posestream.pipeline.evaluation.mpii import MpiiEvalConfig, evaluate_mpii, format_mpii_table
+
+    estimator = create_estimator(estimator_settings(args))
+    metrics = evaluate_mpii(Path(args.images), Path(args.ann), estimator,
+                            MpiiEvalConfig(max_images=args.max_images, show_progress=not args.no_progress))
+    return _finish_eval(metrics, estimator, args, format_mpii_table(metrics))

@@ -18,6 +18,9 @@ def add_parser(commands) -> None:
     export.add_argument("--height", type=positive, default=None, help="sidecar input height (default: training size)")
     export.add_argument("--width", type=positive, default=None, help="sidecar input width (default: training size)")
     export.add_argument("--name", default=None, help="model name in the sidecar (default: the file name)")
+    export.add_argument("--origin", default=None, metavar="TEXT",
+                        help="where the weights come from, with their licence, for the sidecar (default: the "
+                             "checkpoint's, which import-openvino and train --init-from record)")
     export.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     export.add_argument("--parity-tolerance", type=positive_float, default=1e-3, metavar="T",
                         help="largest allowed absolute difference (default 1e-3)")
@@ -48,7 +51,8 @@ def command_export(args: argparse.Namespace) -> int:
 
     report = export_onnx(args.checkpoint, args.out, ExportConfig(
         height=args.height, width=args.width, name=args.name, parity=not args.no_parity,
-        parity_tolerance=args.parity_tolerance, parity_images=args.parity_images))
+        parity_tolerance=args.parity_tolerance, parity_images=args.parity_images,
+        origin=args.origin))
     print(report.summary())
     if args.int8:
         from posestream.trainers.export.onnx import sample_images

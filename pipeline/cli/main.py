@@ -1,5 +1,5 @@
 """The ``posestream`` command line: one module per command (run, eval, bench, models, train, train-deeppose,
-export, build-engine), wired here in the order ``--help`` lists them."""
+import-openvino, export, build-engine), wired here in the order ``--help`` lists them."""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +7,11 @@ import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from posestream.pipeline.cli import bench, engine, evaluate, export, models, run, train
+from posestream.pipeline.cli import bench, engine, evaluate, export, import_openvino, models, run, train
 from posestream.pipeline.cli.common import EXIT_INPUT_ERROR, EXIT_INTERRUPTED
 from posestream.pipeline.core.errors import PosestreamError
 
-COMMANDS = (run, evaluate, bench, models, train, export, engine)
+COMMANDS = (run, evaluate, bench, models, train, import_openvino, export, engine)
 
 
 def _version() -> str:

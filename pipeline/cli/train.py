@@ -15,6 +15,9 @@ def add_parser(commands) -> None:
     train.add_argument("--out", default=None,
                        help="run folder (default: runs/<config name>, or the resumed checkpoint's folder)")
     train.add_argument("--resume", default=None, metavar="CKPT", help="continue from this checkpoint's step")
+    train.add_argument("--init-from", default=None, metavar="CKPT",
+                       help="start from this checkpoint's weights at step 0 (e.g. from posestream import-openvino); "
+                            "ignored with --resume")
     train.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
                        help="where to train (default: the config's [train] device)")
     train.add_argument("--max-iters", type=positive, default=None, metavar="N",
@@ -40,6 +43,17 @@ def add_parser(commands) -> None:
                           help="at most N steps per stage (the schedule shortens to match); for smoke tests")
     deeppose.set_defaults(handler=command_train_deeppose)
 
+    blend = commands.add_parser(
+        "blend", help="blend a fine-tuned checkpoint with its starting weights (WiSE-FT)",
+        description="Write (1 - ALPHA) x START + ALPHA x TUNED as a new checkpoint: weight-space blending of a "
+                    "fine-tuned network with the one it started from, which keeps most of the fine-tuning's gain "
+                    "and more of what the start knew (docs/trainers.md).")
+    blend.add_argument("start", metavar="START", help="the checkpoint fine-tuning began from")
+    blend.add_argument("tuned", metavar="TUNED", help="the fine-tuned checkpoint (same network)")
+    blend.add_argument("--alpha", type=float, required=True, help="weight of TUNED, 0..1")
+    blend.add_argument("--out", required=True, metavar="CKPT", help="the checkpoint to write")
+    blend.set_defaults(handler=command_blend)
+
 
 def command_train(args: argparse.Namespace) -> int:
     try:
@@ -55,3 +69,13 @@ def command_train_deeppose(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as error:
         raise PosestreamError("train-deeppose", f"needs {error.name}: pip install 'posestream[train]'") from None
     return train_main(args)
+
+
+def command_blend(args: argparse.Namespace) -> int:
+    try:
+        from posestream.trainers.common.blend import blend_checkpoints
+    except ModuleNotFoundError as error:
+        raise PosestreamError("blend", f"needs {error.name}: pip install 'posestream[train]'") from None
+    path = blend_checkpoints(args.start, args.tuned, args.alpha, args.out)
+    print(f"wrote {path}: {1 - args.alpha:g} x {args.start} + {args.alpha:g} x {args.tuned}")
+    return 0

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from posestream.pipeline.core.model import DEFAULT_MODEL
+from posestream.pipeline.estimators.create import MIN_SCORE
 from posestream.pipeline.estimators.detector import DetectorConfig
 from posestream.pipeline.estimators.topdown import TopDownConfig
 from posestream.pipeline.runtime.graph import RuntimeConfig
@@ -158,6 +159,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("parse_device", "str", "where the maps are parsed: cpu (Numba), or cuda (the CUDA kernels read the "
            "torch or TensorRT outputs on the GPU; only compact results are copied back)", flag="--parse-device",
            choices=("cpu", "cuda"), default_text="cpu"),
+    Option("flip", "bool", "bottom-up: test-time flip, the network also sees each frame mirrored and the maps "
+           "are averaged (twice the network time; more accurate)", default=False, flag="--flip", flag_value=True),
+    Option("min_score", "number", "drop people scoring below this from every output", default=MIN_SCORE,
+           flag="--min-score", bounds=AT_LEAST_0, metavar="S"),
     # ---------------------------------------------------------------------------------------------------- mode
     Option("mode", "str", "bottom-up: people are assembled from the network's maps of whole frames; top-down: a "
            "person detector finds boxes and the network runs on one crop per person (docs/topdown.md)",
@@ -260,7 +265,7 @@ _FLAG_GROUPS = (
                                      "stream) and smoothed keypoints; image inputs are not tracked"),
     ("max_frames", "sources", "per-stream source options; a config file sets them in [defaults] or per stream"),
 )
-MODEL_KEYS = ("model", "backend", "input_height", "threads", "device", "parse_device")
+MODEL_KEYS = ("model", "backend", "input_height", "threads", "device", "parse_device", "flip", "min_score")
 MODE_KEYS = ("mode", "detector", "detect_every", "detector_score", "crop_size")
 
 

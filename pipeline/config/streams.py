@@ -52,6 +52,8 @@ class StreamsConfig:
     threads: int = _default("threads")
     device: str | None = None  # None: the backend's default (CPU)
     parse_device: str | None = None  # None: cpu
+    flip: bool = _default("flip")
+    min_score: float = _default("min_score")
     mode: str = _default("mode")
     detector: str | None = None  # top-down's person detector; None: yolox-nano from the shared folder
     detect_every: int = _default("detect_every")
@@ -304,4 +306,4 @@ def estimator_settings(config: StreamsConfig) -> EstimatorSettings:
                              threads=config.threads, device=config.device, parse_device=config.parse_device,
                              mode=config.mode, detector=config.detector, detect_every=config.detect_every,
                              detector_score=config.detector_score, crop_size=config.crop_size,
-                             max_batch=config.batch)
+                             max_batch=config.batch, flip=config.flip, min_score=config.min_score)

@@ -22,11 +22,14 @@ SIDECAR_FORMAT = "posestream.pose/1"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
 # Short names for sidecars shipped in pipeline/models/.
 BUILTIN_MODELS = {
+    # The default: Intel's hpe-0001 imported, fine-tuned and blended by trainers/ (docs/trainers.md, NOTICE).
+    "lwo-mobilenet": "posestream-lwo-mobilenet.pose.json",
+    "lwo-mobilenet-int8": "posestream-lwo-mobilenet.int8.pose.json",  # the same, INT8 (QDQ) for CPUs
     "lightpose-xs": "posestream-lightpose-xs.pose.json",  # ours: trained by trainers/ (docs/trainers.md), shipped
     "lightpose-xs-int8": "posestream-lightpose-xs.int8.pose.json",  # the same, INT8 (QDQ) for CPUs
     "hpe-0001": "human-pose-estimation-0001.pose.json",  # Intel's, from ../shared
 }
-DEFAULT_MODEL = "lightpose-xs"
+DEFAULT_MODEL = "lwo-mobilenet"
 # Which backend runs a model file by default, by suffix (the sidecar names the file).
 BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt",
                      ".pt": "torch"}
@@ -59,6 +62,9 @@ class ModelSpec:
     limbs: tuple[tuple[int, int], ...]  # (keypoint a, keypoint b) per limb
     paf_channels: tuple[tuple[int, int], ...]  # (x channel, y channel) per limb
     redundant_limbs: tuple[int, ...]  # limbs that only complete people, never start or join them
+    # Optional: the network's name in posestream.pipeline.networks.models.MODELS, which lets the torch
+    # backend rebuild it and run an FP32 ONNX file's weights (exports of our trainers write it).
+    network: str | None = None
 
     @property
     def num_keypoints(self) -> int:
@@ -210,6 +216,7 @@ def load_model_spec(model: str | None) -> ModelSpec:
         limbs=limbs,
         paf_channels=paf_channels,
         redundant_limbs=redundant,
+        network=_optional(data, "network", str, None, "", sidecar),
     )
 
 

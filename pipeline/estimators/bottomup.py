@@ -8,6 +8,7 @@ import numpy as np
 
 from posestream import kernels
 from posestream.kernels import ParseConfig, SkeletonTables  # noqa: F401  (ParseConfig is part of this module's API)
+from posestream.kernels.flip import flip_tables, merge_flipped_cpu
 from posestream.kernels.upsample import upsample_cpu
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.model import ModelSpec
@@ -41,6 +42,10 @@ class EstimatorConfig:
     # "cpu": maps come to the host and the Numba kernels parse them. "cuda": the backend's device outputs
     # go straight into the CUDA kernels (kernels.cuda.parse_on_device) and only compact results come back.
     parse_device: str = "cpu"
+    # Test-time flip: the network also sees the mirror image and the two maps are averaged (twice the
+    # network time; docs/trainers.md measures the gain).
+    flip: bool = False
+    min_score: float = 0.0  # people scoring below this are dropped from every output
 
 
 @dataclass
@@ -66,6 +71,15 @@ class BottomUpEstimator:
         index_map = np.asarray(coco17_index_map(spec.keypoints), np.int64)
         self._coco_from_model = index_map
         self._buffers: kernels.ParseBuffers | None = None
+        self._flip_tables = None
+        if config.flip:
+            if config.parse_device == "cuda":
+                raise PosestreamError("--flip", "test-time flip parses on the CPU; drop --parse-device cuda")
+            try:
+                self._flip_tables = flip_tables(spec.keypoints, spec.limbs, spec.paf_channels, spec.heatmap_channels)
+            except ValueError as error:
+                raise PosestreamError(str(spec.sidecar_path), f"--flip needs a left/right symmetric skeleton: "
+                                                              f"{error}") from None
         self._device_buffers = None  # kernels.cuda.DeviceParseBuffers, for parse_device "cuda"
         self._image_people: ImagePeople | None = None
         self._device_tables = None
@@ -112,12 +126,25 @@ class BottomUpEstimator:
             people = self.parse_on_device(heatmaps, pafs, box)
         else:
             heatmaps, pafs = self.backend.infer(batch)
+            if self._flip_tables is not None:
+                heatmaps, pafs = self._average_with_mirror(batch, heatmaps, pafs)
             inferred = time.perf_counter()
             people = self.parse(heatmaps, pafs, box)
         self.stats.frames += len(images)
         self.stats.inference_seconds += inferred - started
         self.stats.parse_seconds += time.perf_counter() - inferred
         return people
+
+    def _average_with_mirror(self, batch: np.ndarray, heatmaps: np.ndarray,
+                             pafs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The maps of ``batch`` averaged with those of its mirror image (kernels/flip.py)."""
+        # Copies first: a backend may hand out its own output buffers, which the next call overwrites.
+        heatmaps = np.array(heatmaps, np.float32, order="C", copy=True)
+        pafs = np.array(pafs, np.float32, order="C", copy=True)
+        flipped_heatmaps, flipped_pafs = self.backend.infer(np.ascontiguousarray(batch[..., ::-1]))
+        merge_flipped_cpu(heatmaps, pafs, np.ascontiguousarray(flipped_heatmaps, dtype=np.float32),
+                          np.ascontiguousarray(flipped_pafs, dtype=np.float32), *self._flip_tables)
+        return heatmaps, pafs
 
     def parse(self, heatmaps: np.ndarray, pafs: np.ndarray, box: Letterbox) -> list[list[Person]]:
         """Network outputs for a batch -> people in original-image pixels."""
@@ -160,11 +187,13 @@ class BottomUpEstimator:
                                 box.image_width, box.image_height, image_people.keypoints, image_people.boxes,
                                 image_people.kept)
         keypoints = image_people.keypoints[:frames].copy()  # the buffers are reused by the next batch
+        min_score = self.config.min_score
         people = []
         for n in range(frames):
             found = []
             for p in range(int(buffers.person_counts[n])):
-                if image_people.kept[n, p]:  # a person of only a neck is nothing in COCO-17
+                # A person of only a neck is nothing in COCO-17 (not kept).
+                if image_people.kept[n, p] and buffers.person_scores[n, p] >= min_score:
                     x, y, w, h = image_people.boxes[n, p].tolist()
                     found.append(Person(score=float(buffers.person_scores[n, p]),
                                         keypoints=keypoints[n, p], bbox=(x, y, w, h)))

@@ -15,6 +15,10 @@ from posestream.pipeline.estimators.topdown import TopDownConfig, TopDownEstimat
 from posestream.pipeline.inference.backends import BackendConfig, create_backend
 
 _TOP_DOWN = TopDownConfig()
+# The default least person score: the highest at which COCO AP (mmpose, coco-mini-train) does not move with the
+# default model, while it drops a fifth of the people per frame on street.mp4 and vtest.avi
+# (benchmarks/bench_min_score.py, docs/trainers.md).
+MIN_SCORE = 0.1
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class EstimatorSettings:
     detector_score: float = _TOP_DOWN.detector.score_threshold
     crop_size: tuple[int, int] = (_TOP_DOWN.crop_height, _TOP_DOWN.crop_width)
     max_batch: int = 1  # most frames per network call (sizes OpenVINO's compiled batch)
+    flip: bool = False  # bottom-up: average the maps with the mirror image's (twice the network time)
+    min_score: float = MIN_SCORE  # people below this score are dropped from every output
 
 
 def create_estimator(settings: EstimatorSettings = EstimatorSettings()) -> BottomUpEstimator | TopDownEstimator:
@@ -42,6 +48,8 @@ def create_estimator(settings: EstimatorSettings = EstimatorSettings()) -> Botto
     backend = create_backend(spec, BackendConfig(name=settings.backend, threads=settings.threads, device=device,
                                                  max_batch=settings.max_batch))
     if settings.mode == "top-down":
+        if settings.flip:
+            raise PosestreamError("--flip", "test-time flip is for bottom-up mode; top-down crops are not flipped")
         if settings.parse_device not in (None, "cpu"):
             raise PosestreamError("--parse-device", "top-down mode parses its crops on the CPU")
         detector = DetectorConfig(path=settings.detector, threads=settings.threads, device=device,
@@ -49,6 +57,8 @@ def create_estimator(settings: EstimatorSettings = EstimatorSettings()) -> Botto
         crop_height, crop_width = settings.crop_size
         return TopDownEstimator(spec, backend, TopDownConfig(detector=detector, crop_height=crop_height,
                                                              crop_width=crop_width,
-                                                             detect_every=settings.detect_every))
+                                                             detect_every=settings.detect_every,
+                                                             min_score=settings.min_score))
     return BottomUpEstimator(spec, backend, EstimatorConfig(input_height=settings.input_height,
-                                                            parse_device=settings.parse_device or "cpu"))
+                                                            parse_device=settings.parse_device or "cpu",
+                                                            flip=settings.flip, min_score=settings.min_score))

@@ -53,6 +53,7 @@ class TopDownConfig:
     max_crops_per_image: int = 32  # the best-scoring boxes; the rest are counted in stats.boxes_dropped
     crop_batch: int = 8  # most crops per network call; calls take power-of-two counts so few shapes compile
     parse: ParseConfig = field(default_factory=lambda: ParseConfig(max_peaks=16, max_people=16))
+    min_score: float = 0.0  # people scoring below this are dropped from every output
 
     def __post_init__(self) -> None:
         for name in ("crop_height", "crop_width", "detect_every", "max_crops_per_image", "crop_batch"):
@@ -352,7 +353,8 @@ class TopDownEstimator:
         kept = keep[:oks_nms(found.keypoints, found.scores, areas, self._sigmas, self.config.oks_threshold, keep)]
         self.stats.duplicates_merged += count - len(kept)
         return [Person(score=float(found.scores[p]), keypoints=found.keypoints[p],
-                       bbox=tuple(float(v) for v in boxes[p])) for p in kept]
+                       bbox=tuple(float(v) for v in boxes[p])) for p in kept
+                if found.scores[p] >= self.config.min_score]
 
     def _carried_boxes(self, people: list[Person]) -> np.ndarray:
         """Boxes for the stream's next frame: each confident person's keypoint box, widened to a body's width

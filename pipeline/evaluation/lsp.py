@@ -1,4 +1,4 @@
-"""LSP / LSPET single-person accuracy of an estimator (common.Estimator): PCK@0.2 and strict PCP@0.5.
+"""LSP / LSPET single-person accuracy of an estimator (common.Estimator): PCK@0.2, PCKh@0.5 and strict PCP@0.5.
 
 Reads LSP-format data (``joints.mat`` and ``images/``), maps each image's best COCO-17 person to the 14
 LSP joints, scores them, and formats the table. Choices that change the numbers (also stated in the
@@ -10,7 +10,8 @@ table and the result dict):
   the face centre is the mean of the found nose/eyes/ears, i.e. the face centre is taken to lie halfway
   between neck and head top. It is a rough geometric guess, reported separately from the 12 body joints.
 * PCK@0.2: correct when the distance to the truth <= 0.2 x torso, torso = |gt left shoulder - gt right
-  hip|; a missing predicted joint is wrong. Strict PCP@0.5: both predicted ends within 0.5 x the true
+  hip|; a missing predicted joint is wrong. PCKh@0.5 (MPII's metric): correct within 0.5 x the head
+  segment, |gt neck - gt head top| (LSP's neck and head top labels). Strict PCP@0.5: both predicted ends within 0.5 x the true
   limb length of their true ends. The torso limb runs from the neck to the midpoint of the two hips.
 * Which joints are scored: LSP annotates every joint (its flag only marks occlusion), so all 14 are
   scored; in LSPET an unflagged joint has no real position (it sits at x <= 0 or y <= 0), so only
@@ -77,10 +78,11 @@ class LspEvalConfig:
     show_progress: bool = True
     pck_threshold: float = 0.2  # fraction of the torso size
     pcp_threshold: float = 0.5  # fraction of the true limb length
+    pckh_threshold: float = 0.5  # fraction of the true head segment (neck to head top)
 
     def __post_init__(self) -> None:
         check_batching("LspEvalConfig", self.batch_size, self.max_images)
-        for name in ("pck_threshold", "pcp_threshold"):
+        for name in ("pck_threshold", "pcp_threshold", "pckh_threshold"):
             if not getattr(self, name) > 0:
                 raise PosestreamError(f"LspEvalConfig.{name}", f"must be > 0, got {getattr(self, name)}")
 
@@ -217,9 +219,9 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def score_lsp(
     predicted: np.ndarray, predicted_found: np.ndarray, truth: np.ndarray, scored: np.ndarray,
-    pck_threshold: float = 0.2, pcp_threshold: float = 0.5,
+    pck_threshold: float = 0.2, pcp_threshold: float = 0.5, pckh_threshold: float = 0.5,
 ) -> dict:
-    """PCK and strict PCP from arrays: predicted/truth (N, 14, 2), predicted_found/scored (N, 14) bool."""
+    """PCK, PCKh and strict PCP from arrays: predicted/truth (N, 14, 2), predicted_found/scored (N, 14) bool."""
     distance = np.linalg.norm(predicted - truth, axis=2)
     torso = np.linalg.norm(truth[:, _LSP_LEFT_SHOULDER] - truth[:, _LSP_RIGHT_HIP], axis=1)
     has_torso = scored[:, _LSP_LEFT_SHOULDER] & scored[:, _LSP_RIGHT_HIP] & (torso > 0)
@@ -227,6 +229,15 @@ def score_lsp(
     pck_correct = pck_scored & predicted_found & (distance <= pck_threshold * torso[:, None])
     pck = {
         name: _ratio(int(pck_correct[:, j].sum()), int(pck_scored[:, j].sum()))
+        for j, name in enumerate(LSP_JOINT_NAMES)
+    }
+
+    head = np.linalg.norm(truth[:, _LSP_NECK] - truth[:, _LSP_HEAD_TOP], axis=1)
+    has_head = scored[:, _LSP_NECK] & scored[:, _LSP_HEAD_TOP] & (head > 0)
+    pckh_scored = scored & has_head[:, None]
+    pckh_correct = pckh_scored & predicted_found & (distance <= pckh_threshold * head[:, None])
+    pckh = {
+        name: _ratio(int(pckh_correct[:, j].sum()), int(pckh_scored[:, j].sum()))
         for j, name in enumerate(LSP_JOINT_NAMES)
     }
 
@@ -251,6 +262,10 @@ def score_lsp(
         "pck_mean_body": _mean([pck[n] for n in LSP_JOINT_NAMES[:LSP_BODY_JOINT_COUNT]]),
         "pck_joints_scored": {name: int(pck_scored[:, j].sum()) for j, name in enumerate(LSP_JOINT_NAMES)},
         "images_without_torso": int((~has_torso).sum()),
+        "pckh_threshold": pckh_threshold,
+        "pckh": pckh,
+        "pckh_mean": _mean(list(pckh.values())),
+        "pckh_mean_body": _mean([pckh[n] for n in LSP_JOINT_NAMES[:LSP_BODY_JOINT_COUNT]]),
         "pcp_threshold": pcp_threshold,
         "pcp": pcp,
         "pcp_mean": _mean(list(pcp.values())),
@@ -282,7 +297,7 @@ def evaluate_lsp(data_dir: Path, split: str, estimate: Estimator, config: LspEva
 
     metrics = score_lsp(
         predicted, predicted_found, dataset.joints[indices], dataset.scored()[indices],
-        config.pck_threshold, config.pcp_threshold,
+        config.pck_threshold, config.pcp_threshold, config.pckh_threshold,
     )
     metrics.update({
         "dataset": dataset.layout,
@@ -299,12 +314,13 @@ def format_lsp_table(metrics: dict) -> str:
     """Per-joint PCK and per-limb strict PCP, with means; approximated joints are starred."""
     approximated = {"neck": "neck*", "head_top": "head_top**"}
     pck_rows = [
-        (approximated.get(name, name), metrics["pck"][name], metrics["pck_joints_scored"][name])
+        (approximated.get(name, name), metrics["pck"][name], metrics["pckh"][name], metrics["pck_joints_scored"][name])
         for name in LSP_JOINT_NAMES
     ]
-    pck_rows += [("mean (12 body)", metrics["pck_mean_body"], ""), ("mean (14)", metrics["pck_mean"], "")]
+    pck_rows += [("mean (12 body)", metrics["pck_mean_body"], metrics["pckh_mean_body"], ""),
+                 ("mean (14)", metrics["pck_mean"], metrics["pckh_mean"], "")]
     pcp_rows = [(name, metrics["pcp"][name]) for name, _, _ in LSP_LIMBS] + [("mean", metrics["pcp_mean"])]
-    pck_header = ("joint", f"PCK@{metrics['pck_threshold']:g}", "scored")
+    pck_header = ("joint", f"PCK@{metrics['pck_threshold']:g}", f"PCKh@{metrics['pckh_threshold']:g}", "scored")
     pcp_header = ("limb", f"PCP@{metrics['pcp_threshold']:g}")
     footer = (
         f"{metrics['dataset']} {metrics['split']}: {metrics['images']} images "

@@ -255,8 +255,11 @@ class TorchBackend:
             raise PosestreamError(config.precision, "float16 autocast in the torch backend needs a CUDA device")
         if config.threads and self.device.type == "cpu":
             torch.set_num_threads(config.threads)  # process-wide in PyTorch; set only when asked
-        checkpoint = load_checkpoint(spec.model_path)
-        self._network = LastStage(checkpoint.build_model()).to(self.device).eval()
+        if spec.model_path.suffix == ".onnx":
+            network = network_from_onnx(spec)
+        else:
+            network = load_checkpoint(spec.model_path).build_model()
+        self._network = LastStage(network).to(self.device).eval()
         self.outputs_on_gpu = self.device.type == "cuda"
 
     @property
@@ -289,6 +292,38 @@ class TorchBackend:
         return heatmaps.cpu().numpy(), pafs.cpu().numpy()
 
 
+def network_from_onnx(spec: ModelSpec):
+    """The torch network named by the sidecar's ``network`` key, with the ONNX file's weights.
+
+    Our exports keep every weight as an initializer named after its state-dict key (under LastStage's
+    ``net.``), so the same numbers run in PyTorch without a second copy of the model on disk. That holds for
+    networks without BatchNorm (the default lwo-mobilenet); the exporter folds BatchNorm into convolutions,
+    and INT8 files hold quantised weights, so those fail with a message that says so.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from posestream.pipeline.networks.models import MODELS, build_model
+
+    if spec.network is None or spec.network not in MODELS:
+        raise PosestreamError(str(spec.sidecar_path), f"the torch backend runs an .onnx file only when the sidecar "
+                                                      f"names its network (\"network\": one of {', '.join(MODELS)})")
+    network = build_model(spec.network)
+    initializers = {tensor.name.removeprefix("net."): tensor for tensor in onnx.load(str(spec.model_path)).graph.initializer}
+    expected = network.state_dict()
+    missing = [key for key in expected if key not in initializers and not key.endswith("num_batches_tracked")]
+    if missing:
+        raise PosestreamError(str(spec.model_path), f"does not hold {spec.network}'s weights one to one (no float "
+                                                    f"{missing[0]!r}): the torch backend runs FP32 exports of networks "
+                                                    f"without BatchNorm (the exporter folds it), such as lwo-mobilenet; "
+                                                    f"give it the .pt checkpoint otherwise")
+    state = {key: torch.from_numpy(numpy_helper.to_array(initializers[key]).copy()) if key in initializers
+             else value for key, value in expected.items()}
+    network.load_state_dict(state)
+    return network.eval()
+
+
 def _torch_device(torch, name: str):
     """BackendConfig.device -> torch.device: "CPU"/"cpu", or "cuda"/"cuda:N"/"GPU" (OpenVINO's spelling)."""
     lowered = name.lower()
@@ -311,7 +346,7 @@ _BACKEND_SUFFIXES = {
     "openvino": ((".onnx", ".xml"), "OpenVINO runs .onnx and .xml models only"),
     "tensorrt": ((".engine", ".plan"), "TensorRT runs serialized engines (.engine/.plan); "
                                        "build one with posestream build-engine"),
-    "torch": ((".pt",), "the torch backend runs trainer checkpoints (.pt) only"),
+    "torch": ((".pt", ".onnx"), "the torch backend runs trainer checkpoints (.pt) and FP32 exports of them (.onnx)"),
 }
 
 

@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from posestream.pipeline.core.errors import PosestreamError
-from posestream.pipeline.networks.heatmap_paf import PoseNet, PoseNetConfig, config_as_dict, config_from_dict
+from posestream.pipeline.networks.models import (
+    NETWORK_TYPES,
+    NetworkConfig,
+    build_network,
+    config_as_dict,
+    config_from_dict,
+)
 
 CHECKPOINT_FORMAT = "posestream.checkpoint/1"
 _REQUIRED_KEYS = ("model_name", "model_config", "model", "input_size")
@@ -32,7 +38,7 @@ class Checkpoint:
 
     path: Path
     model_name: str
-    model_config: PoseNetConfig
+    model_config: NetworkConfig
     model_state: dict
     optimizer_state: dict | None
     epoch: int
@@ -41,9 +47,9 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)
     input_size: tuple[int, int] = (256, 256)  # (height, width) the network was trained at
 
-    def build_model(self) -> PoseNet:
+    def build_model(self) -> nn.Module:
         """The network with these weights, in eval mode."""
-        net = PoseNet(self.model_config)
+        net = build_network(self.model_config)
         try:
             net.load_state_dict(self.model_state)
         except RuntimeError as error:  # missing / unexpected / mis-shaped keys
@@ -55,14 +61,16 @@ class Checkpoint:
 def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, input_size: tuple[int, int],
                     optimizer: torch.optim.Optimizer | None = None, epoch: int = 0, step: int = 0,
                     train_config: dict | None = None, metrics: dict | None = None) -> Path:
-    """Write ``model`` (a PoseNet, or a wrapper around one such as LastStage) and training state.
+    """Write ``model`` (a network of networks/models.py, or a wrapper around one such as LastStage) and
+    training state.
 
     The file is written beside its final name and renamed into place, so a run killed mid-save never
     leaves a truncated checkpoint where the last good one was.
     """
     net = _unwrap(model)
-    if not isinstance(net, PoseNet):
-        raise TypeError(f"save_checkpoint needs a PoseNet (or a module wrapping one), got {type(model).__name__}")
+    if not isinstance(net, NETWORK_TYPES):
+        raise TypeError(f"save_checkpoint needs a network of networks/models.py (or a module wrapping one), "
+                        f"got {type(model).__name__}")
     height, width = input_size
     data = {
         "format": CHECKPOINT_FORMAT,
@@ -98,7 +106,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         config = config_from_dict(data["model_config"])
     except (TypeError, KeyError) as error:
-        raise PosestreamError(str(path), f"model_config does not describe a PoseNet: {error}") from None
+        raise PosestreamError(str(path), f"model_config does not describe a network: {error}") from None
     size = data["input_size"]
     if (not isinstance(size, (list, tuple)) or len(size) != 2
             or not all(isinstance(v, int) and v > 0 for v in size)):
@@ -118,9 +126,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The PoseNet inside LastStage, DataParallel/DDP (``.module``) or torch.compile (``._orig_mod``)."""
+    """The network inside LastStage, DataParallel/DDP (``.module``) or torch.compile (``._orig_mod``)."""
     seen = 0
-    while not isinstance(model, PoseNet) and seen < 4:
+    while not isinstance(model, NETWORK_TYPES) and seen < 4:
         for attribute in ("_orig_mod", "module", "net"):
             inner = getattr(model, attribute, None)
             if isinstance(inner, nn.Module):

@@ -6,12 +6,12 @@ the features together with the previous stage's maps and predicts them again. Ev
 returned, because training supervises each of them (intermediate supervision, as CPM and OpenPose do);
 inference uses the last.
 
-``MODELS`` is the explicit list of configurations; ``build_model`` makes one, ``model_size`` counts its
-parameters and multiply-accumulates at an input size (docs/trainers.md lists them).
+``POSENET_MODELS`` lists its configurations; networks/models.py puts them in the one model dict beside
+Lightweight OpenPose. ``model_size`` counts parameters and multiply-accumulates at an input size.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ class PoseNetConfig:
     paf_channels: int = PAF_CHANNEL_COUNT
 
 
-MODELS: dict[str, PoseNetConfig] = {
+POSENET_MODELS: dict[str, PoseNetConfig] = {
     # 0.7 M parameters, 0.85 GMAC at 256x256: the larger model, for GPU training runs.
     "lightpose-s": PoseNetConfig(backbone_widths=(32, 64, 128, 256), backbone_blocks=4, features=128,
                                  stage_channels=128, refinement_stages=1, refinement_blocks=4),
@@ -146,36 +146,15 @@ class PoseNet(nn.Module):
 
 
 class LastStage(nn.Module):
-    """Inference view of a PoseNet: only the last stage's (heatmaps, pafs), as exported and deployed."""
+    """Inference view of a network that returns every stage: only the last (heatmaps, pafs), as exported and
+    deployed (a PoseNet or a LightweightOpenPose)."""
 
-    def __init__(self, net: PoseNet):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(image)[-1]
-
-
-def model_config(name: str, **overrides) -> PoseNetConfig:
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return replace(MODELS[name], **overrides)
-
-
-def build_model(name: str, **overrides) -> PoseNet:
-    """A freshly initialised network of configuration ``name`` (``overrides`` change config fields)."""
-    return PoseNet(model_config(name, **overrides))
-
-
-def config_as_dict(config: PoseNetConfig) -> dict:
-    """Plain values for checkpoints (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
-
-
-def config_from_dict(values: dict) -> PoseNetConfig:
-    values = dict(values)
-    values["backbone_widths"] = tuple(values["backbone_widths"])
-    return PoseNetConfig(**values)
 
 
 def model_size(net: nn.Module, height: int, width: int) -> dict[str, float]:

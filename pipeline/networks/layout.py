@@ -46,9 +46,10 @@ PAD_VALUE = 128
 
 
 def sidecar_data(model_file: str, name: str, height: int, width: int, description: str = "",
-                 resizable: bool = True) -> dict:
-    """The ``.pose.json`` contents for a network in this layout (``model_file`` relative to the sidecar)."""
-    return {
+                 resizable: bool = True, network: str | None = None) -> dict:
+    """The ``.pose.json`` contents for a network in this layout (``model_file`` relative to the sidecar);
+    ``network`` names it in networks/models.py's MODELS, so the torch backend can run an ONNX export."""
+    data = {
         "format": SIDECAR_FORMAT,
         "name": name,
         "description": description or f"posestream {name}: heatmap + PAF network, OpenPose COCO-18 layout",
@@ -71,3 +72,6 @@ def sidecar_data(model_file: str, name: str, height: int, width: int, descriptio
         "paf_channels": [list(pair) for pair in PAF_CHANNELS],
         "redundant_limbs": list(REDUNDANT_LIMBS),
     }
+    if network:
+        data["network"] = network
+    return data

@@ -135,7 +135,7 @@ def test_targets_parse_back_to_the_people():
     """The targets follow the parse's conventions: maps made from people give those people back."""
     from posestream.pipeline.core.skeleton import COCO17_NAMES
     from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
-    from posestream.pipeline.networks.heatmap_paf import build_model
+    from posestream.pipeline.networks.models import build_model
     from posestream.trainers.heatmap_paf.estimator import TrainingModelBackend, training_model_spec
 
     spec = training_model_spec("lightpose-tiny", 256, 256)
@@ -356,7 +356,7 @@ def test_config_errors_name_the_file_and_key(tmp_path, capsys):
 
 
 def test_shipped_configs_load():
-    for name in ("tiny", "default-cpu", "default-gpu"):
+    for name in ("tiny", "default-cpu", "default-gpu", "lwo-finetune-cpu"):
         config = load_train_config(TINY_CONFIG.parent / f"{name}.toml")
         assert config.datasets
 
@@ -387,8 +387,9 @@ def test_train_command_loss_falls_checkpoints_and_resumes(shared, tmp_path):
     assert data["step"] == 40 and data["epoch"] == 2
     assert data["optimizer"]["state"] and data["train_config"]["train"]["batch_size"] == 4
     assert set(data["model_config"]) >= {"backbone_widths", "features", "refinement_stages"}
-    from posestream.pipeline.networks.heatmap_paf import PoseNet, config_from_dict
-    PoseNet(config_from_dict(data["model_config"])).load_state_dict(data["model"])
+    from posestream.pipeline.networks.models import build_network, config_from_dict
+    assert data["model_config"]["family"] == "posenet"
+    build_network(config_from_dict(data["model_config"])).load_state_dict(data["model"])
 
     # Resuming from epoch 1 repeats steps 21-40 exactly: same weights, optimizer state, data and rate.
     resumed = tmp_path / "resumed"
@@ -435,3 +436,36 @@ def test_loss_is_masked_mse_and_foreground_weight_favours_people():
     reference = empty_prediction_loss(heatmaps, pafs, mask)
     assert heatmap_empty.item() == pytest.approx(reference[0].item())
     assert paf_empty.item() == pytest.approx(reference[1].item())
+
+
+def test_init_from_starts_at_step_0_from_the_weights_and_frozen_blocks_stay(shared, tmp_path):
+    from posestream.pipeline.networks.checkpoint import load_checkpoint, save_checkpoint
+    from posestream.pipeline.networks.models import build_model
+
+    torch.manual_seed(5)
+    start = build_model("lightpose-tiny")
+    save_checkpoint(tmp_path / "start.pt", start, "lightpose-tiny", (128, 128), step=77)
+    config = tmp_path / "frozen.toml"
+    config.write_text(TINY_CONFIG.read_text().replace("[train]\n", "[train]\nfrozen_backbone_blocks = 2\n")
+                      .replace("${POSESTREAM_SHARED}", str(shared)))
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", str(config), "--out", str(run), "--init-from", str(tmp_path / "start.pt"),
+                     "--max-iters", "3"]) == 0
+    assert sorted(train_losses(run)) == [1, 2, 3]  # step 0, not the checkpoint's 77
+    trained = load_checkpoint(run / "last.pt").model_state
+    initial = start.state_dict()
+    frozen = [k for k in initial if k.startswith(("backbone.0.", "backbone.1."))]
+    assert frozen and all(torch.equal(trained[k], initial[k]) for k in frozen if "running" not in k
+                          and "num_batches" not in k)
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial if k.startswith("initial."))
+
+
+def test_init_from_a_checkpoint_of_another_network_fails_naming_it(shared, tmp_path, capsys):
+    from posestream.pipeline.networks.checkpoint import save_checkpoint
+    from posestream.pipeline.networks.models import build_model
+
+    save_checkpoint(tmp_path / "other.pt", build_model("lightpose-xs"), "lightpose-xs", (256, 256))
+    assert cli_main(["train", "--config", str(TINY_CONFIG), "--out", str(tmp_path / "run"), "--init-from",
+                     str(tmp_path / "other.pt"), "--max-iters", "1"]) == 1
+    error = capsys.readouterr().err
+    assert "other.pt" in error and "lightpose-tiny" in error

@@ -75,3 +75,38 @@ def test_the_batch_norm_variant_starts_as_the_same_function_and_can_stay_frozen(
 def test_a_mismatching_architecture_fails_naming_the_layer(ir):
     with pytest.raises(ValueError, match="conv5_5_CPM_L2"):
         import_into(LightweightOpenPose(num_heatmaps=17), ir)
+
+
+@pytest.mark.shared
+def test_import_command_writes_a_checkpoint_in_our_layout_that_the_pipeline_runs(ir, shared, tmp_path, capsys):
+    """`posestream import-openvino`: parity table, a checkpoint + sidecar, and the torch backend's maps equal
+    the IR's with its PAF channels put in our limb order."""
+    from posestream.pipeline.cli.main import main as cli_main
+    from posestream.pipeline.core.model import load_model_spec
+    from posestream.pipeline.estimators.create import EstimatorSettings, create_estimator
+
+    out = tmp_path / "hpe.pt"
+    assert cli_main(["import-openvino", ir, "--out", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "4,099,058 parameters" in report and "tolerance 1e-04: ok" in report
+    assert report.count("IR, INT8 as shipped") == 2 and "368x656" in report and "256x456" in report
+
+    estimator = create_estimator(EstimatorSettings(model=str(out), backend="torch", input_height=256))
+    image = np.ascontiguousarray(np.random.default_rng(3).integers(0, 256, (256, 456, 3)).astype(np.uint8))
+    batch = np.empty((1, 3, 256, 456), np.float32)
+    from posestream.pipeline.inference.preprocess import fill_input, plan_letterbox
+    box = plan_letterbox(256, 456, estimator.spec.input, 8, True, 256)
+    fill_input(image, box, estimator.spec.input, batch[0])
+    heatmaps, pafs = estimator.backend.infer(batch)
+    reference = compile_ir(bypass_activation_fake_quantize(ir), (1, 3, 256, 456))(batch * 256 + 128)
+    permutation = [c for pair in load_model_spec("hpe-0001").paf_channels for c in pair]
+    assert np.abs(heatmaps - reference["Mconv7_stage2_L2"]).max() <= 1e-4
+    assert np.abs(pafs - reference["Mconv7_stage2_L1"][:, permutation]).max() <= 1e-4
+
+
+@pytest.mark.shared
+def test_import_command_names_a_missing_ir(tmp_path, capsys):
+    from posestream.pipeline.cli.main import main as cli_main
+
+    assert cli_main(["import-openvino", str(tmp_path / "nope.xml"), "--out", str(tmp_path / "x.pt")]) == 1
+    assert "nope.xml" in capsys.readouterr().err

@@ -44,9 +44,11 @@ def pick_device(requested: str) -> torch.device:
 
 def make_optimizer(model: torch.nn.Module, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam or AdamW (``kind``: common.config.OPTIMIZERS) over two parameter groups: weight decay on the
-    weights, none on BatchNorm and biases (the 1-d parameters), as is usual for conv nets."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    weights, none on BatchNorm and biases (the 1-d parameters), as is usual for conv nets. Frozen parameters
+    (requires_grad False) are left out."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim > 1]
+    no_decay = [p for p in trained if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
     return optimizer(groups, lr=lr)

@@ -58,6 +58,7 @@ class ExportConfig:
     # Real images for the parity batches: a folder or a name in IMAGE_DATASETS; None = "lsp" when ../shared
     # has it (random inputs only otherwise, which the report says).
     parity_images: str | None = None
+    origin: str | None = None  # the sidecar's "origin"; None = the checkpoint's own (set by import-openvino)
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,13 @@ def sidecar_path_for(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + SIDECAR_SUFFIX)
 
 
-def write_sidecar(model_path: Path, name: str, height: int, width: int, description: str = "") -> Path:
-    """Write ``<model>.pose.json`` beside ``model_path`` (its "model" field relative, so the pair can move)."""
-    data = layout.sidecar_data(model_path.name, name, height, width, description)
+def write_sidecar(model_path: Path, name: str, height: int, width: int, description: str = "",
+                  origin: str | None = None, network: str | None = None) -> Path:
+    """Write ``<model>.pose.json`` beside ``model_path`` (its "model" field relative, so the pair can move);
+    ``origin`` (where the weights came from, with their licence) goes in as its own key."""
+    data = layout.sidecar_data(model_path.name, name, height, width, description, network=network)
+    if origin:
+        data["origin"] = origin
     path = sidecar_path_for(model_path)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
@@ -235,7 +240,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, config: ExportConfig = 
     name = config.name or out.stem
     sidecar = write_sidecar(out, name, height, width,
                             description=f"posestream {loaded.model_name} exported from {Path(checkpoint).name} "
-                                        f"(epoch {loaded.epoch}, step {loaded.step})")
+                                        f"(epoch {loaded.epoch}, step {loaded.step})",
+                            origin=config.origin or loaded.metrics.get("origin"), network=loaded.model_name)
 
     parity = None
     if config.parity:

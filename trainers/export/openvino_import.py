@@ -12,16 +12,25 @@ Functions:
     read_openvino_layers(xml) -> list of ConvLayer records (topological order)
     read_openvino_weights(xml) -> {"<ir conv name>.weight"/".bias": float32 array}
     import_into(model, xml)    -> loads them into a LightweightOpenPose, one-to-one
+    to_posestream_layout(model, ir_paf_channels) -> the same function in networks/layout.py's convention
+    import_openvino(xml, out)  -> both, a posestream checkpoint, and an ImportReport of parity vs the IR
     bypass_activation_fake_quantize(ov_model) -> same model with activation FQs removed
     compile_ir(ov_model)       -> CPU compiled model, 1 thread, f32 inference
+
+``posestream import-openvino MODEL.xml --out CKPT`` is ``import_openvino``.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import openvino as ov
 import torch
+
+from posestream.pipeline.core.errors import PosestreamError
+from posestream.pipeline.networks import layout
+from posestream.pipeline.networks.lightweight_openpose import INPUT_SCALE
 
 ModelOrPath = Union[str, "ov.Model"]
 
@@ -283,3 +292,138 @@ def compile_ir(model: "ov.Model", shape: Optional[Tuple[int, int, int, int]] = N
     core = ov.Core()
     return core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                              "INFERENCE_PRECISION_HINT": "f32"})
+
+
+# ----------------------------------------------------------------------------------------------
+# Into posestream's layout, as a checkpoint
+
+
+def to_posestream_layout(model: torch.nn.Module, ir_paf_channels: Sequence[Sequence[int]]) -> torch.nn.Module:
+    """Turn an imported LightweightOpenPose into the same function in networks/layout.py's convention.
+
+    Two exact rewrites, no retraining: (1) PAF channels. The IR emits limb i's field in channels
+    ``ir_paf_channels[i]`` (hpe-0001's sidecar table); our layout puts it in 2i, 2i + 1. The output rows of
+    every stage's last PAF conv are permuted, and so are the input columns of each refinement stage's
+    first conv, which reads the previous stage's PAFs as its first 38 channels. (2) Input scale. The IR
+    computes (x - 128) / 255 (fp16), our layout feeds (x - 128) / 256, so conv1's weights take the ratio.
+    Heatmaps are already in layout order. Works in place and returns ``model``.
+    """
+    permutation = [channel for pair in ir_paf_channels for channel in pair]
+    if sorted(permutation) != list(range(model.config.num_pafs)):
+        raise ValueError(f"PAF table {ir_paf_channels} is not a permutation of {model.config.num_pafs} channels")
+    order = torch.tensor(permutation)
+    with torch.no_grad():
+        stages = [model.initial_stage, *model.refinement_stages]
+        for stage in stages:
+            last = stage.pafs[-1].conv
+            last.weight.copy_(last.weight[order])
+            last.bias.copy_(last.bias[order])
+        for stage in model.refinement_stages:
+            first = stage.blocks[0].sq.conv
+            pafs = first.weight[:, :len(permutation)].clone()
+            first.weight[:, :len(permutation)] = pafs[:, order]
+        model.backbone[0].conv.weight.mul_(INPUT_SCALE / layout.PIXEL_SCALE)
+    return model
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    reference: str  # "IR, activation FQ bypassed" or "IR, INT8 as shipped"
+    height: int
+    width: int
+    heatmaps_max: float  # max |torch - IR| over the batch
+    pafs_max: float
+    heatmaps_mean: float
+    pafs_mean: float
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    checkpoint: Path
+    parameters: int
+    images: Tuple[str, ...]
+    rows: Tuple[ParityRow, ...]
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return all(max(r.heatmaps_max, r.pafs_max) <= self.tolerance for r in self.rows if "bypassed" in r.reference)
+
+    def table(self) -> str:
+        lines = [f"checkpoint {self.checkpoint}: {self.parameters:,} parameters",
+                 f"parity on {len(self.images)} real images ({', '.join(self.images)}), torch vs OpenVINO:",
+                 f"{'reference':<28} {'size':>9} {'heatmaps max':>13} {'pafs max':>10} {'heatmaps mean':>14} "
+                 f"{'pafs mean':>10}"]
+        for r in self.rows:
+            lines.append(f"{r.reference:<28} {f'{r.height}x{r.width}':>9} {r.heatmaps_max:>13.2e} {r.pafs_max:>10.2e} "
+                         f"{r.heatmaps_mean:>14.2e} {r.pafs_mean:>10.2e}")
+        verdict = "ok" if self.passed else "FAILED"
+        lines.append(f"bypassed-IR parity tolerance {self.tolerance:.0e}: {verdict}")
+        return "\n".join(lines)
+
+
+def import_openvino(xml_path: Union[str, Path], out: Union[str, Path], model_name: str = "lwo-mobilenet",
+                    ir_paf_channels: Optional[Sequence[Sequence[int]]] = None,
+                    sizes: Sequence[Tuple[int, int]] = ((256, 456), (368, 656)), images: str = "mmpose-coco",
+                    image_count: int = 2, tolerance: float = 1e-4) -> ImportReport:
+    """Import hpe-0001's IR into ``model_name`` in posestream's layout, write a checkpoint to ``out`` and
+    report parity against the IR (activation FakeQuantizes bypassed, and as shipped) on real images.
+
+    ``ir_paf_channels`` defaults to the built-in hpe-0001 sidecar's table. The checkpoint's input size is
+    the IR's own (its input shape). Raises PosestreamError naming the file when the IR does not fit.
+    """
+    from posestream.pipeline.core.model import load_model_spec
+    from posestream.pipeline.networks.checkpoint import save_checkpoint
+    from posestream.pipeline.networks.models import build_model
+    from posestream.trainers.export.onnx import (
+        layout_input_spec,
+        letterboxed_batch,
+        read_image,
+        sample_images,
+        write_sidecar,
+    )
+
+    xml_path = Path(xml_path)
+    if not xml_path.is_file():
+        raise PosestreamError(str(xml_path), "no such OpenVINO IR (.xml) file")
+    if ir_paf_channels is None:
+        ir_paf_channels = load_model_spec("hpe-0001").paf_channels
+    model = build_model(model_name).eval()
+    try:
+        ov_model = ov.Core().read_model(str(xml_path))
+        import_into(model, ov_model)
+    except (RuntimeError, ValueError) as error:
+        raise PosestreamError(str(xml_path), f"does not fit {model_name}: {error}") from None
+    to_posestream_layout(model, ir_paf_channels)
+    input_shape = [int(d) for d in ov_model.inputs[0].get_partial_shape().to_shape()]
+    checkpoint = save_checkpoint(out, model, model_name, (input_shape[2], input_shape[3]), metrics={
+        "imported_from": xml_path.name,
+        "origin": "Intel Open Model Zoo human-pose-estimation-0001 (Apache-2.0), imported by posestream "
+                  "import-openvino"})
+
+    # A sidecar beside the checkpoint, so `posestream run/eval --model CKPT` runs it on the torch backend;
+    # 368x656 as hpe-0001's own sidecar (Lightweight OpenPose's validation height).
+    write_sidecar(checkpoint, f"{model_name}-imported", 368, 656, description=(
+        f"{model_name} imported from {xml_path.name} (Intel Open Model Zoo human-pose-estimation-0001, Apache-2.0)"))
+
+    permutation = [channel for pair in ir_paf_channels for channel in pair]
+    files = sample_images(images, image_count)
+    pictures = [read_image(path) for path in files]
+    references = {"IR, activation FQ bypassed": bypass_activation_fake_quantize(ov.Core().read_model(str(xml_path))),
+                  "IR, INT8 as shipped": ov.Core().read_model(str(xml_path))}
+    rows = []
+    for height, width in sizes:
+        batch = letterboxed_batch(pictures, layout_input_spec(height, width), layout.STRIDE, height, width)
+        raw = batch / layout.PIXEL_SCALE + layout.PIXEL_MEAN  # the same pixels, as the IR takes them
+        with torch.no_grad():
+            heatmaps, pafs = (t.numpy() for t in model(torch.from_numpy(batch))[-1])
+        for reference, ir in references.items():
+            compiled = compile_ir(ir, (len(pictures), 3, height, width), threads=torch.get_num_threads())
+            result = compiled(raw.astype(np.float32))
+            ir_heatmaps = result[compiled.output("Mconv7_stage2_L2")]
+            ir_pafs = result[compiled.output("Mconv7_stage2_L1")][:, permutation]
+            rows.append(ParityRow(reference, height, width,
+                                  float(np.abs(heatmaps - ir_heatmaps).max()), float(np.abs(pafs - ir_pafs).max()),
+                                  float(np.abs(heatmaps - ir_heatmaps).mean()), float(np.abs(pafs - ir_pafs).mean())))
+    return ImportReport(checkpoint=checkpoint, parameters=sum(p.numel() for p in model.parameters()),
+                        images=tuple(path.name for path in files), rows=tuple(rows), tolerance=tolerance)

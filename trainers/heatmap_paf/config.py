@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from posestream.pipeline.core.errors import PosestreamError
-from posestream.pipeline.networks.heatmap_paf import MODELS
 from posestream.pipeline.networks.layout import STRIDE
+from posestream.pipeline.networks.models import MODELS
 from posestream.trainers.common.augment import AugmentConfig
 from posestream.trainers.common.config import DEVICES, OPTIMIZERS, build_section, check_positive, read_config_tables
 from posestream.trainers.heatmap_paf.datasets import MosaicConfig
@@ -49,6 +49,12 @@ class TrainSection:
     log_every: int = 20  # iterations per metrics.jsonl line
     checkpoint_every: int = 0  # iterations between last.pt saves inside an epoch; 0 = at epoch ends only
     best_metric: str = "lsp.pck_body"
+    # Keep every BatchNorm on its stored statistics with its scale and shift fixed (fine-tuning with small
+    # batches, where batch statistics would be noise); networks without BatchNorm ignore it.
+    freeze_batch_norm: bool = False
+    # The first N blocks of the backbone keep their initial weights (fine-tuning: less to learn, and the
+    # backward pass stops early; on two CPU cores freezing 13 of lwo-mobilenet's 23 cuts a step from 3.1 to 2.4 s).
+    frozen_backbone_blocks: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ def _check(config: TrainConfig, config_path: Path) -> None:
                                                     f"{config.targets.stride}, got {value}")
     for key in ("batch_size", "epochs", "iterations_per_epoch", "log_every"):
         check_positive(config_path, f"[train] {key}", getattr(train, key))
-    for key in ("warmup_iterations", "workers", "threads", "checkpoint_every", "weight_decay", "foreground_weight"):
+    for key in ("warmup_iterations", "workers", "threads", "checkpoint_every", "weight_decay", "foreground_weight",
+                "frozen_backbone_blocks"):
         check_positive(config_path, f"[train] {key}", getattr(train, key), allow_zero=True)
     check_positive(config_path, "[train] lr", train.lr)
     if not 0 <= train.final_lr_ratio <= 1:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from posestream.pipeline.core.model import InputSpec, ModelSpec, TensorInfo, validate_against_model
 from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
-from posestream.pipeline.networks.heatmap_paf import LastStage, PoseNet
+from posestream.pipeline.networks.heatmap_paf import LastStage
 from posestream.pipeline.networks.layout import sidecar_data
 from posestream.trainers.heatmap_paf.config import TrainConfig
 
@@ -24,7 +25,7 @@ class TrainingModelBackend:
     name = "torch-training"
     resizable = True
 
-    def __init__(self, net: PoseNet, device: torch.device, spec: ModelSpec):
+    def __init__(self, net: nn.Module, device: torch.device, spec: ModelSpec):
         self._last_stage = LastStage(net)
         self._device = device
         self._spec = spec
@@ -61,7 +62,7 @@ def training_model_spec(name: str, height: int, width: int) -> ModelSpec:
         redundant_limbs=tuple(data["redundant_limbs"]))
 
 
-def make_estimator(net: PoseNet, device: torch.device, config: TrainConfig) -> BottomUpEstimator:
+def make_estimator(net: nn.Module, device: torch.device, config: TrainConfig) -> BottomUpEstimator:
     spec = training_model_spec(config.model.name, config.model.input_height, config.model.input_width)
     backend = TrainingModelBackend(net, device, spec)
     validate_against_model(spec, *backend.describe(spec.input.height, spec.input.width))

@@ -32,7 +32,8 @@ from posestream.pipeline.estimators.bottomup import BottomUpEstimator
 from posestream.pipeline.evaluation.coco import CocoEvalConfig, evaluate_coco
 from posestream.pipeline.evaluation.lsp import LspEvalConfig, evaluate_lsp
 from posestream.pipeline.networks.checkpoint import load_checkpoint, save_checkpoint
-from posestream.pipeline.networks.heatmap_paf import PoseNet, build_model
+from posestream.pipeline.networks.lightweight_openpose import freeze_batch_norm
+from posestream.pipeline.networks.models import build_model
 from posestream.trainers.common.config import expand_path
 from posestream.trainers.common.run import (
     MetricsLog,
@@ -100,9 +101,12 @@ class RunState:
     step: int = 0
     best_value: float | None = None
     last_validation: dict | None = None
+    # Where the weights first came from (import-openvino names Intel's model and licence); exports put it in
+    # the sidecar, so derived weights keep their attribution.
+    origin: str | None = None
 
 
-def train_one_epoch(model: PoseNet, optimizer: torch.optim.Optimizer, loader, device: torch.device,
+def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader, device: torch.device,
                     config: TrainConfig, state: RunState, epoch: int, stop_step: int, total_steps: int,
                     log: MetricsLog, scaler: torch.amp.GradScaler | None, save_last) -> None:
     """Train until the loader is exhausted or ``state.step`` reaches ``stop_step`` (the schedule runs
@@ -205,13 +209,37 @@ def save_plots(log: MetricsLog, out_dir: Path) -> None:
 # Wiring
 
 
+def initial_weights(model: torch.nn.Module, config: TrainConfig, path: str) -> str:
+    """Start from a checkpoint's weights (``--init-from``, e.g. one ``posestream import-openvino`` wrote):
+    same network, step 0, a fresh optimiser and schedule. Returns the weights' origin, for the checkpoints."""
+    start = load_checkpoint(path)
+    if start.model_config != model.config:
+        raise PosestreamError(str(start.path), f"--init-from checkpoint is a {start.model_name}, which does not "
+                                               f"fit [model] name {config.model.name!r}")
+    model.load_state_dict(start.model_state)
+    print(f"initial weights from {start.path} ({start.model_name}, step {start.step})", file=sys.stderr)
+    return start.metrics.get("origin") or f"initialised from {start.path.name}"
+
+
+def freeze_backbone_blocks(model: torch.nn.Module, count: int, source: str) -> None:
+    """requires_grad False on the first ``count`` blocks of ``model.backbone`` (both families have one)."""
+    blocks = list(model.backbone)
+    if count > len(blocks):
+        raise PosestreamError(source, f"[train] frozen_backbone_blocks is {count}, but the backbone has "
+                                      f"{len(blocks)} blocks")
+    for block in blocks[:count]:
+        for parameter in block.parameters():
+            parameter.requires_grad_(False)
+
+
 def _total_steps(config: TrainConfig, max_iters: int | None) -> int:
     total = config.train.epochs * config.train.iterations_per_epoch
     return min(total, max_iters) if max_iters else total
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run training as ``args`` (config, out, resume, device, max_iters) says; returns the exit status."""
+    """Run training as ``args`` (config, out, resume, init_from, device, max_iters) says; returns the exit
+    status."""
     config = load_train_config(args.config)
     train = config.train
     device = pick_device(args.device or train.device)
@@ -226,12 +254,18 @@ def main(args: argparse.Namespace) -> int:
     loader = build_loader(PoseTrainingSet(sources, sample_config), sampler, train.batch_size, train.workers,
                           pin_memory=device.type == "cuda")
 
-    model = build_model(config.model.name).to(device)
+    model = build_model(config.model.name)
+    state = RunState()
+    if getattr(args, "init_from", None) and not resume:
+        state.origin = initial_weights(model, config, args.init_from)
+    if train.freeze_batch_norm:
+        freeze_batch_norm(model)
+    freeze_backbone_blocks(model, train.frozen_backbone_blocks, config.source)
+    model = model.to(device)
     if device.type == "cuda" and train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train.optimizer, train.lr, train.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp else None
-    state = RunState()
     if resume:
         if resume.model_config != model.config:
             raise PosestreamError(str(resume.path), f"checkpoint is a {resume.model_name} with another "
@@ -242,13 +276,14 @@ def main(args: argparse.Namespace) -> int:
         state.step = resume.step
         state.best_value = resume.metrics.get("best_value")
         state.last_validation = resume.metrics.get("validation")
+        state.origin = resume.metrics.get("origin")
     total_steps = _total_steps(config, args.max_iters)
     log = MetricsLog(out_dir / "metrics.jsonl")
     input_size = (config.model.input_height, config.model.input_width)
 
     def save(path: Path) -> None:
         metrics = {"validation": state.last_validation, "best_metric": train.best_metric,
-                   "best_value": state.best_value}
+                   "best_value": state.best_value, "origin": state.origin}
         completed_epochs = state.step // train.iterations_per_epoch
         save_checkpoint(path, model, config.model.name, input_size, optimizer, completed_epochs, state.step,
                         {**config.as_dict(), "total_steps": total_steps}, metrics)

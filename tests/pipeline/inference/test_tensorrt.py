@@ -217,7 +217,7 @@ def test_model_files_and_backends_must_match(tiny_onnx, tmp_path):
     spec = load_model_spec(str(tiny_onnx))
     with pytest.raises(PosestreamError, match="serialized engines"):
         create_backend(spec, BackendConfig(name="tensorrt"))
-    with pytest.raises(PosestreamError, match=r"checkpoints \(.pt\)"):
+    with pytest.raises(PosestreamError, match="sidecar names its network"):
         create_backend(spec, BackendConfig(name="torch"))
 
 
