@@ -223,23 +223,19 @@ def score_lsp(
 ) -> dict:
     """PCK, PCKh and strict PCP from arrays: predicted/truth (N, 14, 2), predicted_found/scored (N, 14) bool."""
     distance = np.linalg.norm(predicted - truth, axis=2)
-    torso = np.linalg.norm(truth[:, _LSP_LEFT_SHOULDER] - truth[:, _LSP_RIGHT_HIP], axis=1)
-    has_torso = scored[:, _LSP_LEFT_SHOULDER] & scored[:, _LSP_RIGHT_HIP] & (torso > 0)
-    pck_scored = scored & has_torso[:, None]
-    pck_correct = pck_scored & predicted_found & (distance <= pck_threshold * torso[:, None])
-    pck = {
-        name: _ratio(int(pck_correct[:, j].sum()), int(pck_scored[:, j].sum()))
-        for j, name in enumerate(LSP_JOINT_NAMES)
-    }
 
-    head = np.linalg.norm(truth[:, _LSP_NECK] - truth[:, _LSP_HEAD_TOP], axis=1)
-    has_head = scored[:, _LSP_NECK] & scored[:, _LSP_HEAD_TOP] & (head > 0)
-    pckh_scored = scored & has_head[:, None]
-    pckh_correct = pckh_scored & predicted_found & (distance <= pckh_threshold * head[:, None])
-    pckh = {
-        name: _ratio(int(pckh_correct[:, j].sum()), int(pckh_scored[:, j].sum()))
-        for j, name in enumerate(LSP_JOINT_NAMES)
-    }
+    def per_joint_within(a: int, b: int, threshold: float) -> tuple[dict, np.ndarray, np.ndarray]:
+        """Per joint, the share within ``threshold`` x |truth a - truth b| over the images where a and b are
+        scored; also which joints counted and which images had the segment."""
+        segment = np.linalg.norm(truth[:, a] - truth[:, b], axis=1)
+        has_segment = scored[:, a] & scored[:, b] & (segment > 0)
+        counted = scored & has_segment[:, None]
+        correct = counted & predicted_found & (distance <= threshold * segment[:, None])
+        return ({name: _ratio(int(correct[:, j].sum()), int(counted[:, j].sum()))
+                 for j, name in enumerate(LSP_JOINT_NAMES)}, counted, has_segment)
+
+    pck, pck_scored, has_torso = per_joint_within(_LSP_LEFT_SHOULDER, _LSP_RIGHT_HIP, pck_threshold)
+    pckh, _, _ = per_joint_within(_LSP_NECK, _LSP_HEAD_TOP, pckh_threshold)
 
     predicted_ext, found_ext = _with_mid_hip(predicted, predicted_found)
     truth_ext, scored_ext = _with_mid_hip(truth, scored)
