@@ -23,12 +23,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks.timing import median_infer_ms
 from posestream.pipeline.core.model import load_model_spec
 from posestream.pipeline.core.paths import shared_dir
 from posestream.pipeline.estimators.bottomup import BottomUpEstimator, EstimatorConfig
@@ -67,14 +66,7 @@ def inference_ms(backend, height: int, width: int, repeats: int) -> float:
     """Median milliseconds of one batch-1 inference on a real image at height x width."""
     image = read_image(sample_images("mmpose-coco", 1)[0])
     batch = letterboxed_batch([image], layout_input_spec(height, width), 8, height, width)
-    for _ in range(3):
-        backend.infer(batch)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        backend.infer(batch)
-        times.append(1000.0 * (time.perf_counter() - started))
-    return statistics.median(times)
+    return median_infer_ms(backend, batch, repeats)
 
 
 def measure(model: Path, lsp_images: int, repeats: int, threads: int, input_height: int | None) -> dict:

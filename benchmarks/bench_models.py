@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from benchmarks.timing import median_infer_ms
 from posestream.pipeline.core.model import load_model_spec
 from posestream.pipeline.core.paths import shared_dir
 from posestream.pipeline.estimators.create import EstimatorSettings, create_estimator
@@ -67,13 +66,7 @@ def network_ms(model: str, backend: str, threads: int, repeats: int) -> float | 
     if not ok:
         frame = np.full((540, 960, 3), 128, np.uint8)
     batch = letterboxed_batch([frame], spec.input, spec.stride, *SPEED_SIZE)
-    runner.infer(batch)  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        runner.infer(batch)
-        times.append(1000 * (time.perf_counter() - started))
-    return statistics.median(times)
+    return median_infer_ms(runner, batch, repeats)
 
 
 def measure_row(row: str, args: argparse.Namespace) -> dict:

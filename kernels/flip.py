@@ -60,12 +60,13 @@ def flip_tables(keypoints: tuple[str, ...], limbs: tuple[tuple[int, int], ...],
 
 
 @njit(nogil=True, cache=True)
-def _merge(maps, flipped, source, sign, signed):
+def _merge(maps, flipped, source, sign):
+    """maps[c] <- (maps[c] + sign[c] x flipped[source[c]] mirrored) / 2; ``sign`` None: all +1 (heatmaps)."""
     n, channels, height, width = maps.shape
     for i in range(n):
         for c in range(channels):
             s = source[c]
-            k = sign[c] if signed else np.float32(1.0)
+            k = np.float32(1.0) if sign is None else sign[c]
             for y in range(height):
                 for x in range(width):
                     maps[i, c, y, x] = 0.5 * (maps[i, c, y, x] + k * flipped[i, s, y, width - 1 - x])
@@ -78,8 +79,8 @@ def merge_flipped_cpu(heatmaps: np.ndarray, pafs: np.ndarray, flipped_heatmaps: 
     if flipped_heatmaps.shape != heatmaps.shape or flipped_pafs.shape != pafs.shape:
         raise ValueError(f"flipped maps {flipped_heatmaps.shape}, {flipped_pafs.shape} differ from "
                          f"{heatmaps.shape}, {pafs.shape}")
-    _merge(heatmaps, flipped_heatmaps, heatmap_source, paf_sign, False)
-    _merge(pafs, flipped_pafs, paf_source, paf_sign, True)
+    _merge(heatmaps, flipped_heatmaps, heatmap_source, None)
+    _merge(pafs, flipped_pafs, paf_source, paf_sign)
 
 
 def merge_flipped_reference(heatmaps, pafs, flipped_heatmaps, flipped_pafs, heatmap_source, paf_source, paf_sign):

@@ -7,6 +7,7 @@ PAF channels are in limb order: limb i has x in channel 2i and y in channel 2i +
 """
 from __future__ import annotations
 
+from posestream.kernels.flip import mirror_name
 from posestream.pipeline.core.model import SIDECAR_FORMAT
 
 KEYPOINTS = (
@@ -26,9 +27,7 @@ LIMBS = (
 REDUNDANT_LIMBS = (17, 18)
 PAF_CHANNELS = tuple((2 * i, 2 * i + 1) for i in range(len(LIMBS)))
 # Mirror image: a left keypoint becomes the right one (for horizontal flips).
-FLIP_KEYPOINTS = tuple(
-    KEYPOINTS.index(name.replace("left_", "@").replace("right_", "left_").replace("@", "right_"))
-    for name in KEYPOINTS)
+FLIP_KEYPOINTS = tuple(KEYPOINTS.index(mirror_name(name)) for name in KEYPOINTS)
 
 NUM_KEYPOINTS = len(KEYPOINTS)
 HEATMAP_CHANNELS = NUM_KEYPOINTS + 1  # the last channel is background = 1 - max over keypoints
@@ -46,9 +45,10 @@ PAD_VALUE = 128
 
 
 def sidecar_data(model_file: str, name: str, height: int, width: int, description: str = "",
-                 resizable: bool = True, network: str | None = None) -> dict:
+                 resizable: bool = True, network: str | None = None, origin: str | None = None) -> dict:
     """The ``.pose.json`` contents for a network in this layout (``model_file`` relative to the sidecar);
-    ``network`` names it in networks/models.py's MODELS, so the torch backend can run an ONNX export."""
+    ``network`` names it in networks/models.py's MODELS, so the torch backend can run an ONNX export;
+    ``origin`` says where the weights came from, with their licence."""
     data = {
         "format": SIDECAR_FORMAT,
         "name": name,
@@ -74,4 +74,6 @@ def sidecar_data(model_file: str, name: str, height: int, width: int, descriptio
     }
     if network:
         data["network"] = network
+    if origin:
+        data["origin"] = origin
     return data

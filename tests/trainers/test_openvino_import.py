@@ -17,6 +17,7 @@ from posestream.trainers.export.openvino_import import (  # noqa: E402
     bypass_activation_fake_quantize,
     compile_ir,
     import_into,
+    ir_paf_order,
     read_openvino_weights,
 )
 
@@ -99,7 +100,7 @@ def test_import_command_writes_a_checkpoint_in_our_layout_that_the_pipeline_runs
     fill_input(image, box, estimator.spec.input, batch[0])
     heatmaps, pafs = estimator.backend.infer(batch)
     reference = compile_ir(bypass_activation_fake_quantize(ir), (1, 3, 256, 456))(batch * 256 + 128)
-    permutation = [c for pair in load_model_spec("hpe-0001").paf_channels for c in pair]
+    permutation = ir_paf_order(load_model_spec("hpe-0001").paf_channels)
     assert np.abs(heatmaps - reference["Mconv7_stage2_L2"]).max() <= 1e-4
     assert np.abs(pafs - reference["Mconv7_stage2_L1"][:, permutation]).max() <= 1e-4
 

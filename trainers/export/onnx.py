@@ -131,10 +131,8 @@ def sidecar_path_for(model_path: Path) -> Path:
 def write_sidecar(model_path: Path, name: str, height: int, width: int, description: str = "",
                   origin: str | None = None, network: str | None = None) -> Path:
     """Write ``<model>.pose.json`` beside ``model_path`` (its "model" field relative, so the pair can move);
-    ``origin`` (where the weights came from, with their licence) goes in as its own key."""
-    data = layout.sidecar_data(model_path.name, name, height, width, description, network=network)
-    if origin:
-        data["origin"] = origin
+    ``origin`` and ``network`` as layout.sidecar_data takes them."""
+    data = layout.sidecar_data(model_path.name, name, height, width, description, network=network, origin=origin)
     path = sidecar_path_for(model_path)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
