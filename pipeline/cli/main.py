@@ -62,6 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     except PosestreamError as error:
         print(f"posestream: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    except KeyboardInterrupt:
-        print("posestream: interrupted; outputs flushed", file=sys.stderr)
+    except KeyboardInterrupt:  # before a run's outputs exist (a run handles its signals itself, SignalStop)
+        print("posestream: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

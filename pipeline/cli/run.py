@@ -31,7 +31,9 @@ def add_parser(commands) -> None:
                                           "an image, or a folder of images), or on the streams of a --config "
                                           "file; each source is one stream, and all streams run at once. "
                                           "SIGINT/SIGTERM stop the sources, finish the frames in flight and "
-                                          "close every output (exit 130/143).")
+                                          "close every output (exit 130/143); a second signal changes "
+                                          "nothing, a third exits at once. No output ever writes over an "
+                                          "input, and no two outputs write the same file.")
     run.add_argument("sources", nargs="*", metavar="SOURCE")
     run.add_argument("--config", default=None, metavar="FILE",
                      help="streams and options from a TOML or YAML file (docs/streams-config.md) instead of "
@@ -73,7 +75,8 @@ def command_run(args: argparse.Namespace) -> int:
                        metrics_host=options.metrics_host, stats_interval_s=options.stats_interval_s,
                        progress=not args.no_progress and all(spec.out_jsonl != "-" for spec in streams))
     with SignalStop() as stop:
-        reports = run_streams(config, estimator, stop)
+        config_file = ((args.config, "the streams config"),) if args.config else ()
+        reports = run_streams(config, estimator, stop, inputs=config_file)
     print_summary(reports, timing(estimator))
     if stop.received is not None:
         print(f"posestream: stopped by {signal.Signals(stop.received).name}; outputs flushed and closed",

@@ -78,6 +78,14 @@ class ModelSpec:
     def paf_channel_count(self) -> int:
         return 2 * len(self.limbs)
 
+    def input_files(self) -> tuple[tuple[str, str], ...]:
+        """(path, role) of the files this model is read from (an OpenVINO IR's .bin too): no output of a run
+        may write over them."""
+        files = [(str(self.sidecar_path), "the model's sidecar"), (str(self.model_path), "the model")]
+        if self.model_path.suffix == ".xml":
+            files.append((str(self.model_path.with_suffix(".bin")), "the model's weights"))
+        return tuple(files)
+
     @property
     def backend_hint(self) -> str:
         return BACKEND_BY_SUFFIX.get(self.model_path.suffix, "onnxruntime")

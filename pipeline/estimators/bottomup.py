@@ -35,6 +35,11 @@ def parse_buffers_for(buffers: kernels.ParseBuffers | None, frames: int, spec: M
     return buffers
 
 
+# The fewest rows of map a network input may give: a person filling the frame then spans about 8 cells,
+# the least over which a limb's PAF line integral still has several samples.
+MIN_MAP_ROWS = 8
+
+
 @dataclass(frozen=True)
 class EstimatorConfig:
     input_height: int | None = None  # network input height for resizable models; None = sidecar's
@@ -66,6 +71,12 @@ class BottomUpEstimator:
         self.spec = spec
         self.backend = backend
         self.config = config
+        self.input_files = spec.input_files()  # (path, role) the runtime keeps outputs off
+        smallest = MIN_MAP_ROWS * spec.stride
+        if config.input_height is not None and config.input_height < smallest:
+            raise PosestreamError(f"--input-height {config.input_height}",
+                                  f"too small: the maps would have {config.input_height // spec.stride} rows (stride "
+                                  f"{spec.stride}) and no person could be assembled; use at least {smallest}")
         self.stats = EstimatorStats()
         self._tables = skeleton_tables(spec)
         index_map = np.asarray(coco17_index_map(spec.keypoints), np.int64)

@@ -32,7 +32,13 @@ from posestream.pipeline.core.model import ModelSpec
 from posestream.pipeline.core.skeleton import COCO17_SIGMAS, coco17_index_map
 from posestream.pipeline.core.types import Person, boxes_around_keypoints
 from posestream.pipeline.estimators.bottomup import parse_buffers_for, skeleton_tables
-from posestream.pipeline.estimators.detector import DetectorConfig, PersonDetector, WholeImageDetector, create_detector
+from posestream.pipeline.estimators.detector import (
+    WHOLE_IMAGE,
+    DetectorConfig,
+    PersonDetector,
+    WholeImageDetector,
+    create_detector,
+)
 from posestream.pipeline.inference.backends import Backend
 
 JOINTS = len(COCO17_SIGMAS)
@@ -120,6 +126,9 @@ class TopDownEstimator:
         self.backend = backend
         self.config = config
         self.detector = detector or create_detector(config.detector)
+        detector_files = () if config.detector.path == WHOLE_IMAGE else ((str(config.detector.resolved_path),
+                                                                          "the person detector"),)
+        self.input_files = spec.input_files() + detector_files  # (path, role) the runtime keeps outputs off
         self.stats = TopDownStats()
         if backend.resizable and spec.input.resizable:
             height, width = config.crop_height, config.crop_width

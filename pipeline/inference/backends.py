@@ -62,6 +62,9 @@ class OnnxRuntimeBackend:
     def __init__(self, spec: ModelSpec, config: BackendConfig):
         import onnxruntime as ort
 
+        if config.device.lower() != "cpu":
+            raise PosestreamError(f"--device {config.device}", "the onnxruntime backend runs on the CPU only here; "
+                                                               "use --backend openvino, torch or tensorrt for a GPU")
         options = ort.SessionOptions()
         if config.threads:
             options.intra_op_num_threads = config.threads
@@ -104,6 +107,25 @@ class OnnxRuntimeBackend:
         return heatmaps, pafs
 
 
+# OpenVINO devices that run a model on other devices, listed after a colon: "AUTO:GPU,CPU", "HETERO:GPU,CPU".
+OPENVINO_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def check_openvino_device(device: str, available: list[str]) -> None:
+    """One line at start-up for a device this machine lacks (OpenVINO would otherwise fail at the first
+    frame of every input with a multi-line dump). ``available`` is ``Core.available_devices`` ("CPU", "GPU.0")."""
+    known = set(available) | {name.split(".")[0] for name in available}
+    kind, _, targets = device.upper().partition(":")
+    wanted = [name.strip() for name in targets.split(",") if name.strip()] if kind in OPENVINO_VIRTUAL_DEVICES \
+        else [device.upper()]
+    missing = [name for name in wanted if name not in known]
+    if kind == "AUTO" and len(missing) < len(wanted):
+        return  # AUTO picks among the listed devices that are present
+    if missing:
+        raise PosestreamError(f"--device {device}", f"no OpenVINO device {missing[0]} on this machine; "
+                                                    f"available: {', '.join(available) or 'none'}")
+
+
 class OpenVinoBackend:
     name = "openvino"
     resizable = True  # OpenVINO reshapes convolutional models to any input size
@@ -115,6 +137,7 @@ class OpenVinoBackend:
             raise PosestreamError(
                 "openvino", "backend needs the openvino package: pip install 'posestream[openvino]'") from None
         self._core = ov.Core()
+        check_openvino_device(config.device, list(self._core.available_devices))
         try:
             self._model = self._core.read_model(str(spec.model_path))
         except Exception as error:  # OpenVINO raises RuntimeError subclasses with long messages

@@ -42,9 +42,11 @@ import numpy as np
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.types import Frame, Person
 from posestream.pipeline.runtime.metrics import RuntimeMetrics, StreamMetrics
+from posestream.pipeline.runtime.outputs import OutputPlan, OverlayTarget, plan_outputs
 from posestream.pipeline.sinks.base import Sink, StreamInfo
 from posestream.pipeline.sinks.jsonl import SharedJsonlSink
 from posestream.pipeline.sinks.overlay import OverlaySink
+from posestream.pipeline.sinks.video import check_video_output
 from posestream.pipeline.sources.readers import FrameSource, SourceConfig, SourceStats, open_source
 from posestream.pipeline.tracking.tracker import PoseTracker, TrackerConfig
 
@@ -86,17 +88,6 @@ class RuntimeConfig:
         if live:
             return QueuePolicy(self.live_queue_size, drop_oldest=True)
         return QueuePolicy(self.queue_size, drop_oldest=False)
-
-
-@dataclass(frozen=True)
-class OverlayTarget:
-    """Where a stream's overlay goes. ``folder``: ``path`` is a folder and a video source writes
-    ``<path>/<stream name or source stem>.mp4`` in it (``-<stream>`` added where streams would share a file);
-    otherwise a video source writes the file ``path``. Image and folder sources always write annotated
-    images into ``path``."""
-
-    path: str
-    folder: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +135,8 @@ class StreamResult:
     skipped_out_of_order: int
     decode_errors: int
     reconnects: int
+    connect_failures: int
+    gaps: int
     tracks: int | None  # track IDs handed out; None when not tracked
 
 
@@ -308,11 +301,13 @@ class Runtime:
     ``wants_stream_keys`` (see ``Estimate``). ``notify`` receives one line per stream failure, as it happens
     (the CLI prints it). ``sinks`` are written for every stream, after each stream's JSON lines and overlay
     (see the module docstring); the runtime calls ``close()`` on each sink once, when the run is over.
+    ``inputs`` are (path, role) of files the run reads besides its sources, such as the model: no output may
+    write over them (``posestream.pipeline.runtime.outputs``).
     """
 
     def __init__(self, streams: Sequence[StreamSpec], estimate: Estimate, config: RuntimeConfig = RuntimeConfig(),
                  metrics: RuntimeMetrics | None = None, notify: Callable[[str], None] | None = None,
-                 sinks: Sequence[Sink] = ()) -> None:
+                 sinks: Sequence[Sink] = (), inputs: Sequence[tuple[str, str]] = ()) -> None:
         if not streams:
             raise PosestreamError("streams", "no streams to run")
         self.config = config
@@ -334,7 +329,8 @@ class Runtime:
         for stream in self._streams:
             stream.metrics.queue_depth = stream.queue.__len__
             self.metrics.queue_readers[f"post:{stream.index}"] = stream.inbox.qsize
-        self._overlay_paths = _overlay_paths(self.specs)
+        self._inputs = tuple(inputs)
+        self._plan: OutputPlan | None = None
         self._sinks: list[Sink] = []  # every sink of the run, once each: each is closed once at the end
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -348,6 +344,7 @@ class Runtime:
             raise RuntimeError("a Runtime starts once")
         self._started = True
         try:
+            self._plan = plan_outputs(self.specs, self._inputs)
             self._make_sinks()
         except PosestreamError:
             # The bad path is the error to report; a failure closing the others would only hide it.
@@ -372,18 +369,29 @@ class Runtime:
             self._stop_source(stream)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every stage is done (True), or ``timeout`` seconds (False). Closes every sink at the end
-        and raises the first error a sink's ``close()`` raised."""
+        """Wait until every stage is done (True), or ``timeout`` seconds (False). Closes every sink at the end;
+        a sink whose ``close()`` raises (a full disk flushing the JSON lines) fails the streams it served, with
+        its error, so that the results still say what every stream did."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             while thread.is_alive():  # short joins: the main thread stays responsive to signals
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 thread.join(0.1)
-        errors = self._close_sinks()
-        if errors:
-            raise errors[0]
+        sinks = list(self._sinks)
+        for sink, error in zip(sinks, self._close_sinks()):
+            if error is None:
+                continue
+            for stream in self._streams:
+                if any(sink is own for _, own in stream.sinks):
+                    self._fail(stream, _output_failure(stream.spec, error))
         return True
+
+    def pending(self) -> tuple[int, int]:
+        """(frames read but not yet through the outputs, outputs still open): what a stop is waiting for."""
+        frames = sum(s.delivered - s.processed - sum(s.dropped.values()) for s in self.metrics.snapshot().streams)
+        open_outputs = {id(sink) for stream in self._streams for _, sink in list(stream.open_sinks)}
+        return max(frames, 0), len(open_outputs)
 
     def run(self) -> list[StreamResult]:
         self.start()
@@ -400,7 +408,8 @@ class Runtime:
                 people=snapshot.people, seconds=snapshot.seconds, kind=stream.kind,
                 skipped_corrupt=0 if stats is None else stats.skipped_corrupt,
                 skipped_out_of_order=0 if stats is None else stats.skipped_out_of_order,
-                decode_errors=snapshot.decode_errors, reconnects=snapshot.reconnects, tracks=stream.tracks))
+                decode_errors=snapshot.decode_errors, reconnects=snapshot.reconnects,
+                connect_failures=snapshot.connect_failures, gaps=snapshot.gaps, tracks=stream.tracks))
         return results
 
     def held_resources(self, index: int) -> list[str]:
@@ -615,9 +624,12 @@ class Runtime:
                     self._sinks.append(jsonl_by_path[spec.out_jsonl])
                 named.append(("jsonl", jsonl_by_path[spec.out_jsonl]))
             if spec.overlay is not None:
+                if stream.index in self._plan.videos:
+                    check_video_output(self._plan.videos[stream.index])  # a bad extension fails now, not at frame 1
                 # A video source writes its own (de-duplicated) file; image and folder sources the folder given.
-                overlay = OverlaySink(video_path=self._overlay_paths[stream.index], image_folder=spec.overlay.path,
-                                      default_fps=DEFAULT_FPS)
+                overlay = OverlaySink(video_path=self._plan.videos.get(stream.index, spec.overlay.path),
+                                      image_folder=spec.overlay.path, default_fps=DEFAULT_FPS,
+                                      image_names=self._plan.images.get(stream.index))
                 self._sinks.append(overlay)
                 named.append(("overlay", overlay))
             for sink in self._extra_sinks + spec.sinks:
@@ -625,15 +637,17 @@ class Runtime:
                     named.append((type(sink).__name__, sink))
             stream.sinks = named
 
-    def _close_sinks(self) -> list[Exception]:
-        """Close every sink once (the first call only); returns what they raised, in closing order."""
+    def _close_sinks(self) -> list[Exception | None]:
+        """Close every sink once (the first call only); returns what each raised (None: closed), in order."""
         sinks, self._sinks = self._sinks, []
-        errors = []
+        errors: list[Exception | None] = []
         for sink in sinks:
             try:
                 sink.close()
             except Exception as error:
                 errors.append(error)
+            else:
+                errors.append(None)
         return errors
 
 
@@ -650,27 +664,3 @@ def _output_failure(spec: StreamSpec, error: Exception) -> str:
     if isinstance(error, PosestreamError):
         return str(error)
     return f"{spec.source}: output failed: {type(error).__name__}: {error}"
-
-
-def _overlay_paths(specs: Sequence[StreamSpec]) -> dict[int, Path]:
-    """The overlay video file of each stream that has an overlay: ``path`` itself, or in folder mode
-    ``<folder>/<name or source stem>.mp4`` with ``-<stream>`` added where two streams would share a file."""
-    def in_folder(spec: StreamSpec) -> Path:
-        return Path(spec.overlay.path) / f"{spec.name or Path(spec.source).stem}.mp4"
-
-    stems: dict[Path, int] = {}
-    for spec in specs:
-        if spec.overlay is not None and spec.overlay.folder:
-            stems[in_folder(spec)] = stems.get(in_folder(spec), 0) + 1
-    paths = {}
-    for index, spec in enumerate(specs):
-        if spec.overlay is None:
-            continue
-        if not spec.overlay.folder:
-            paths[index] = Path(spec.overlay.path)
-            continue
-        path = in_folder(spec)
-        if stems[path] > 1:
-            path = path.with_name(f"{path.stem}-{index}.mp4")
-        paths[index] = path
-    return paths

@@ -82,6 +82,8 @@ class StreamSnapshot:
     dropped: dict[str, int]  # by reason, every reason present
     decode_errors: int
     reconnects: int
+    connect_failures: int  # live sources: failed connection attempts, first ones included
+    gaps: int  # live sources: outages (a connection lost after frames had come)
     seconds: float  # from the stream's start to its end (or now)
     fps: float  # processed / seconds
     age: tuple[float, float] | None  # frame age at the output (capture -> written), p50 and p99 seconds
@@ -177,7 +179,9 @@ class StreamMetrics:
         return StreamSnapshot(index=self.index, name=self.name, source=self.source, seconds=seconds,
                               fps=processed / seconds if seconds > 0 else 0.0, age=self.age.percentiles(),
                               processing=self.processing.percentiles(), decode_errors=decode_errors,
-                              reconnects=0 if stats is None else stats.reconnects, queue_depth=self.queue_depth(),
+                              reconnects=0 if stats is None else stats.reconnects,
+                              connect_failures=0 if stats is None else stats.connect_failures,
+                              gaps=0 if stats is None else stats.gaps, queue_depth=self.queue_depth(),
                               **values)
 
 
@@ -227,6 +231,9 @@ class _RuntimeCollector(Collector):
         decode_errors = CounterMetricFamily("posestream_decode_errors", "Corrupt or undecodable data skipped",
                                             labels=labels)
         reconnects = CounterMetricFamily("posestream_reconnects", "Live source reconnections", labels=labels)
+        connect_failures = CounterMetricFamily("posestream_connect_failures",
+                                               "Live source connection attempts that failed", labels=labels)
+        gaps = CounterMetricFamily("posestream_gaps", "Live source outages after frames had come", labels=labels)
         fps = GaugeMetricFamily("posestream_stream_fps", "Frames per second since the stream started", labels=labels)
         state = GaugeMetricFamily("posestream_stream_state", "1 for the stream's current state",
                                   labels=labels + ["state"])
@@ -247,6 +254,8 @@ class _RuntimeCollector(Collector):
                 dropped.add_metric(ids + [reason], count)
             decode_errors.add_metric(ids, s.decode_errors)
             reconnects.add_metric(ids, s.reconnects)
+            connect_failures.add_metric(ids, s.connect_failures)
+            gaps.add_metric(ids, s.gaps)
             fps.add_metric(ids, s.fps)
             for name in STREAM_STATES:
                 state.add_metric(ids + [name], 1.0 if s.state == name else 0.0)
@@ -261,8 +270,8 @@ class _RuntimeCollector(Collector):
             if values is not None:
                 for quantile, value in zip(QUANTILE_LABELS, values):
                     latency.add_metric([stage, quantile], value)
-        yield from (delivered, processed, people, dropped, decode_errors, reconnects, fps, state, depth, age,
-                    processing, latency)
+        yield from (delivered, processed, people, dropped, decode_errors, reconnects, connect_failures, gaps, fps,
+                    state, depth, age, processing, latency)
 
 
 def _ms(values: tuple[float, float] | None) -> str:

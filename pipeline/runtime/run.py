@@ -5,14 +5,18 @@ written) is reported as it happens and the others go on; corrupt frames are skip
 source, frames a live stream drops to stay current are counted, and every count is in the summary.
 Each video stream gets its own ``PoseTracker`` (IDs from 1, keypoint smoothing), created at its first frame
 and dropped when it ends; image and folder inputs are taken as unrelated pictures and not tracked.
-SIGINT/SIGTERM stop the sources, let the frames in flight through, close every output, then return.
+SIGINT/SIGTERM stop the sources, let the frames in flight through, close every output, then return; the
+drain prints its progress, a second signal is acknowledged and changes nothing, a third exits at once
+(``SignalStop``).
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Sequence, TextIO
@@ -80,6 +84,8 @@ class StreamReport:
     delivered: int = 0  # frames the source gave; = frames + sum(dropped) at the end
     dropped: dict[str, int] = field(default_factory=dict)  # by reason (posestream.pipeline.runtime.metrics.DROP_REASONS)
     reconnects: int = 0
+    connect_failures: int = 0  # live sources: failed connection attempts
+    gaps: int = 0  # live sources: outages after frames had come
 
     @classmethod
     def from_result(cls, result: StreamResult) -> StreamReport:
@@ -87,12 +93,18 @@ class StreamReport:
                    skipped_corrupt=result.skipped_corrupt, skipped_out_of_order=result.skipped_out_of_order,
                    people=result.people, seconds=result.seconds, error=result.error if result.state == "failed"
                    else None, tracks=result.tracks, name=result.spec.name, delivered=result.delivered,
-                   dropped={reason: n for reason, n in result.dropped.items() if n}, reconnects=result.reconnects)
+                   dropped={reason: n for reason, n in result.dropped.items() if n}, reconnects=result.reconnects,
+                   connect_failures=result.connect_failures, gaps=result.gaps)
 
 
 class SignalStop:
-    """While active (``with``), SIGINT and SIGTERM ask the watched runtime to stop gracefully; ``received``
-    is the first signal's number. A second signal raises KeyboardInterrupt: stop now, without draining.
+    """While active (``with``), SIGINT and SIGTERM stop the watched runtime gracefully and never abort it.
+
+    The first signal stops the sources: the frames already read are finished and every output is closed
+    (``received`` is its number). A second one is acknowledged (``run_streams`` prints what is left) and the
+    drain goes on, because killing the process now would leave every overlay video unfinished. A third exits
+    at once with 128 + the first signal's number: outputs already closed stay whole, JSON lines are flushed
+    per line, and an overlay video still open keeps the fragments written so far (fragmented MP4).
 
     Handlers can only be set from the main thread; elsewhere this does nothing.
     """
@@ -101,6 +113,8 @@ class SignalStop:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.count = 0
+        self._acknowledge = False  # a second signal came: run_streams says what the stop is waiting for
         self._runtime: Runtime | None = None
         self._previous: dict[int, object] = {}
 
@@ -120,39 +134,71 @@ class SignalStop:
         if self.received is not None:
             runtime.request_stop()
 
+    def take_acknowledgement(self) -> bool:
+        """True once after a second signal came."""
+        acknowledge, self._acknowledge = self._acknowledge, False
+        return acknowledge
+
     def _handle(self, number: int, frame: FrameType | None) -> None:
-        # No printing here: the main thread may be inside a write to stderr (the progress bar).
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = number
-        if self._runtime is not None:
-            self._runtime.request_stop()
+        # No print() here: the main thread may be inside a write to sys.stderr (the progress bar), and a
+        # reentrant write raises. os.write on the descriptor is safe.
+        self.count += 1
+        if self.count == 1:
+            self.received = number
+            if self._runtime is not None:
+                self._runtime.request_stop()
+        elif self.count == 2:
+            self._acknowledge = True
+        else:
+            os.write(2, b"\nposestream: abandoning the outputs still open; those already closed are complete\n")
+            os._exit(128 + (self.received or number))
+
+
+DRAIN_REPORT_S = 1.0  # how often a stopping run says what it is still waiting for
+
+
+def estimator_inputs(estimate: Estimate) -> tuple[tuple[str, str], ...]:
+    """(path, role) of the files an estimator read (its ``input_files``), which no output may write over."""
+    return tuple(getattr(estimate, "input_files", ()))
 
 
 def run_streams(config: RunConfig, estimate: Estimate, stop: SignalStop | None = None,
-                sinks: Sequence[Sink] = ()) -> list[StreamReport]:
+                sinks: Sequence[Sink] = (), inputs: Sequence[tuple[str, str]] = ()) -> list[StreamReport]:
     """Run every stream at once; returns one report per stream, failed streams included. ``sinks`` are
-    written for every stream besides the outputs ``config`` names (``Runtime``'s ``sinks``)."""
+    written for every stream besides the outputs ``config`` names (``Runtime``'s ``sinks``). No output may
+    write over a source, the estimator's files (``estimator_inputs``) or ``inputs`` ((path, role) pairs)."""
     specs = config.stream_specs()
     metrics = RuntimeMetrics([(spec.label, spec.source) for spec in specs])
-    runtime = Runtime(specs, estimate, config.runtime_config(), metrics, notify=log.error, sinks=sinks)
+    runtime = Runtime(specs, estimate, config.runtime_config(), metrics, notify=log.error, sinks=sinks,
+                      inputs=estimator_inputs(estimate) + tuple(inputs))
     server = MetricsServer(metrics, config.metrics_port, config.metrics_host) \
         if config.metrics_port is not None else None
     printer = None
-    bar = tqdm(unit="frame", desc="frames", disable=not config.progress, file=sys.stderr)
+    bar = tqdm(unit="frame", desc="frames", disable=True)  # shown once the run has started
     try:
         if server is not None:
             log.info("metrics on http://%s:%s/metrics and /healthz", server.host, server.port)
         runtime.start()
+        bar = tqdm(unit="frame", desc="frames", disable=not config.progress, file=sys.stderr)
         if stop is not None:
             stop.watch(runtime)
         if config.stats_interval_s > 0:
             printer = StatsPrinter(metrics, config.stats_interval_s)
         shown = 0
+        next_drain_report: float | None = None
         while not runtime.wait(0.25):
             processed = sum(s.processed for s in metrics.snapshot().streams)
             bar.update(processed - shown)
             shown = processed
+            if stop is not None and stop.received is not None:
+                if next_drain_report is None:
+                    bar.close()  # the drain's lines replace the bar
+                    next_drain_report = 0.0
+                acknowledged = stop.take_acknowledgement()
+                if acknowledged or time.monotonic() >= next_drain_report:
+                    next_drain_report = time.monotonic() + DRAIN_REPORT_S
+                    _print_drain(stop.received, *runtime.pending(), again=acknowledged)
+        bar.update(sum(s.processed for s in metrics.snapshot().streams) - shown)  # the frames of the last wait
     finally:
         bar.close()
         if printer is not None:
@@ -162,12 +208,19 @@ def run_streams(config: RunConfig, estimate: Estimate, stop: SignalStop | None =
     return [StreamReport.from_result(result) for result in runtime.results()]
 
 
+def _print_drain(signal_number: int, frames: int, outputs: int, again: bool) -> None:
+    name = signal.Signals(signal_number).name
+    line = f"posestream: stopping ({name}): finishing {frames} frames, closing {outputs} outputs"
+    print(line + ("; press again to abandon outputs" if again else ""), file=sys.stderr, flush=True)
+
+
 def print_summary(reports: list[StreamReport], timing: dict[str, float], out: TextIO | None = None) -> None:
     out = out or sys.stderr  # looked up per call, so redirected stderr is honoured
     for r in reports:
         label = f"stream {r.stream} [{r.name}] {r.source}" if r.name else f"stream {r.stream} {r.source}"
         if r.error:
-            print(f"{label}: FAILED: {r.error}", file=out)
+            # The error line itself was printed when the stream failed; one line per error, not two.
+            print(f"{label}: FAILED after {r.frames} frames (error above)", file=out)
             continue
         fps = r.frames / r.seconds if r.seconds > 0 else 0.0
         tracks = f", {r.tracks} tracks" if r.tracks is not None else ""
@@ -177,6 +230,8 @@ def print_summary(reports: list[StreamReport], timing: dict[str, float], out: Te
             reasons = ", ".join(f"{reason} {count}" for reason, count in r.dropped.items())
             dropped = f", {sum(r.dropped.values())} frames dropped ({reasons})"
         reconnects = f", {r.reconnects} reconnects" if r.reconnects else ""
+        if r.gaps or r.connect_failures:
+            reconnects += f", {r.gaps} outages, {r.connect_failures} failed connection attempts"
         print(f"{label}: {r.frames} frames, {r.skipped_corrupt} corrupt frames skipped{late}{dropped}, "
               f"{r.people} people{tracks}, {fps:.1f} frames/s{reconnects}", file=out)
     if timing.get("frames"):

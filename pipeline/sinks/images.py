@@ -1,7 +1,9 @@
 """Annotated images for image and folder inputs, one JPEG per input."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Mapping
 
 import cv2
 import numpy as np
@@ -12,15 +14,16 @@ from posestream.pipeline.sinks.files import error_reason
 
 
 class ImageSink(Closing):
-    """Annotated images for image inputs: ``<directory>/<original stem>.jpg``; creates the directory.
-
-    Two inputs with the same stem (a.png, a.jpg) write the same output; the later one wins.
+    """Annotated images for image inputs: ``names[real path of the input]`` where given (the run's output plan
+    makes names unique, see ``posestream.pipeline.runtime.outputs``), else ``<directory>/<original stem>.jpg``;
+    creates the directory.
     """
 
     JPEG_QUALITY = 92
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, names: Mapping[str, Path] | None = None) -> None:
         self.directory = Path(directory)
+        self._names = dict(names or {})
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -28,7 +31,7 @@ class ImageSink(Closing):
 
     def write(self, image_bgr: np.ndarray, source: str | Path) -> Path:
         """Write ``image_bgr`` as the JPEG for input ``source``; returns the path written."""
-        target = self.directory / f"{Path(source).stem}.jpg"
+        target = self._names.get(os.path.realpath(source)) or self.directory / f"{Path(source).stem}.jpg"
         ok, encoded = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, self.JPEG_QUALITY])
         if not ok:
             raise PosestreamError(str(target), "could not encode the image as JPEG")

@@ -12,44 +12,49 @@ from posestream.pipeline.core.closing import Closing
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.types import Frame, Person
 from posestream.pipeline.sinks.base import StreamInfo
-from posestream.pipeline.sinks.files import ensure_output_folder, error_reason
+from posestream.pipeline.sinks.files import check_output_file, error_reason
 from posestream.pipeline.sinks.records import frame_record
 
 
 class JsonlSink(Closing):
     """Writes one JSON object per frame and line; ``"-"`` writes to stdout. Flushed after every line.
 
-    One writer at a time; ``SharedJsonlSink`` is this file for several streams' threads.
+    The path is checked here (its folder is created; a folder or a file that cannot be written is an error),
+    but the file is opened, and an existing one replaced, only at the first line: a run that fails before
+    its first frame leaves yesterday's results as they were. Opening at the first line rather than writing a
+    temporary file renamed at the end keeps results visible to ``tail -f`` and on disk if the process is
+    killed. One writer at a time; ``SharedJsonlSink`` is this file for several streams' threads.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._owns_file = self.path != "-"
+        self._file: IO[str] | None = None if self._owns_file else sys.stdout
         if self._owns_file:
-            ensure_output_folder(Path(self.path), self.path)
-            try:
-                self._file: IO[str] = open(self.path, "w", encoding="utf-8")
-            except OSError as error:
-                raise PosestreamError(self.path, f"cannot write: {error_reason(error)}") from error
-        else:
-            self._file = sys.stdout
+            check_output_file(Path(self.path), self.path)
         self._closed = False
+        self.lines = 0
 
     def write(self, frame: Frame, persons: Sequence[Person]) -> None:
         # allow_nan=False: a NaN would make the line invalid JSON for every reader downstream.
         line = json.dumps(frame_record(frame, persons), separators=(",", ":"), allow_nan=False)
         try:
+            if self._file is None:
+                self._file = open(self.path, "w", encoding="utf-8")
             self._file.write(line + "\n")
             # Flush per line: results are visible to `tail -f` and survive a killed process.
             self._file.flush()
         except OSError as error:
             raise PosestreamError(self.path, f"cannot write: {error_reason(error)}") from error
+        self.lines += 1
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
+            if self._file is None:
+                return  # no line came: an existing file is left as it was
             if self._owns_file:
                 self._file.close()
             else:
@@ -61,7 +66,8 @@ class JsonlSink(Closing):
 class SharedJsonlSink:
     """The JSON-lines output as a Sink: one file (``"-"``: stdout) for every stream it serves.
 
-    The file is opened here, so a bad path is an error before any stream starts. Post threads of several
+    The path is checked here, so a bad one is an error before any stream starts; the file is opened at the
+    first line (``JsonlSink``). Post threads of several
     streams write to it: one whole line per write, under a lock, flushed per line; lines of different
     streams interleave in the order they were written. The file stays open until ``close()``.
     """

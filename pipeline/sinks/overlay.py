@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from posestream.pipeline.core.errors import PosestreamError
 from posestream.pipeline.core.types import Frame, Person
@@ -18,16 +18,18 @@ DEFAULT_OVERLAY_FPS = 25.0  # for a video source that carries no frame rate
 
 class OverlaySink:
     """The overlay of one stream: a video source writes the video file ``video_path`` (finished when the
-    stream ends), an image or folder source writes ``<image_folder>/<input stem>.jpg`` per picture.
+    stream ends), an image or folder source writes ``<image_folder>/<input stem>.jpg`` per picture (or the
+    name ``image_names`` gives it).
 
     Serves one stream: its files and its track trails belong to that stream, so a second stream that opens
     it fails (give each stream its own). The video file is created at the first frame, whose size it takes.
     """
 
     def __init__(self, video_path: str | Path, image_folder: str | Path,
-                 default_fps: float = DEFAULT_OVERLAY_FPS) -> None:
+                 default_fps: float = DEFAULT_OVERLAY_FPS, image_names: Mapping[str, Path] | None = None) -> None:
         self.video_path = Path(video_path)
         self.image_folder = Path(image_folder)
+        self._image_names = image_names  # input image (real path) -> annotated image; see ImageSink
         self._default_fps = default_fps
         self._lock = threading.Lock()  # guards the one-stream check; writes come from that stream's thread
         self._stream: StreamInfo | None = None
@@ -52,7 +54,7 @@ class OverlaySink:
             self._video.write(drawn)
         else:
             if self._images is None:
-                self._images = ImageSink(self.image_folder)
+                self._images = ImageSink(self.image_folder, self._image_names)
             self._images.write(drawn, frame.source)
 
     def close_stream(self, stream: StreamInfo) -> None:

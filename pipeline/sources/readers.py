@@ -623,6 +623,13 @@ class ImageSource(FrameSource):
         self._image = None
 
 
+def list_image_files(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (not recursive, by extension), sorted by name: what an image folder
+    source reads. Raises OSError when the folder cannot be listed."""
+    return sorted((path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()),
+                  key=lambda path: path.name)
+
+
 class ImageFolderSource(FrameSource):
     """The image files of one folder (not recursive), sorted by name; unreadable ones are skipped and counted."""
 
@@ -630,15 +637,10 @@ class ImageFolderSource(FrameSource):
 
     def __init__(self, spec: str, stream: int, config: SourceConfig) -> None:
         super().__init__(spec, stream, config)
-        folder = Path(spec)
         try:
-            entries = list(folder.iterdir())
+            self.paths = list_image_files(Path(spec))
         except OSError as error:
             raise PosestreamError(spec, f"cannot list folder: {error.strerror or error}") from error
-        self.paths = sorted(
-            (path for path in entries if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()),
-            key=lambda path: path.name,
-        )
         if not self.paths:
             raise PosestreamError(spec, f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder")
         self.fps = None

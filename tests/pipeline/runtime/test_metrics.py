@@ -123,3 +123,27 @@ def test_stats_table_printed_periodically(tmp_path, estimator):  # noqa: F811
     assert "0 clip" in last and "ended" in last
     row = next(line for line in last.splitlines() if line.startswith("0 clip"))
     assert row.split()[4] == "10"  # frames
+
+
+def test_connect_failures_and_gaps_are_in_metrics_and_the_summary(estimator, capsys):  # noqa: F811
+    from prometheus_client import generate_latest
+
+    from posestream.pipeline.runtime.run import StreamReport, print_summary
+    from posestream.pipeline.sources.readers import SourceConfig
+    from tests.helpers.rtsp import free_port
+
+    url = f"rtsp://127.0.0.1:{free_port()}/nobody"  # connection refused: a temporary failure, retried twice
+    config = SourceConfig(max_reconnects=2, backoff_initial_s=0.05, backoff_max_s=0.1, open_timeout_s=1.0)
+    metrics = RuntimeMetrics([("camera", url)])
+    runtime = Runtime([StreamSpec(url, name="camera", source_config=config)], estimator, metrics=metrics)
+    [result] = runtime.run()
+    assert result.state == "failed" and result.connect_failures == 3 and result.gaps == 0
+    found = samples(generate_latest(metrics.registry).decode())
+    labels = (("name", "camera"), ("stream", "0"))
+    assert found[("posestream_connect_failures_total", labels)] == 3
+    assert found[("posestream_gaps_total", labels)] == 0
+    report = StreamReport.from_result(result)
+    print_summary([StreamReport(stream=0, source=url, frames=5, gaps=2, connect_failures=3, reconnects=2,
+                                seconds=1.0)], {})
+    assert "2 reconnects, 2 outages, 3 failed connection attempts" in capsys.readouterr().err
+    assert report.connect_failures == 3

@@ -220,10 +220,11 @@ def test_failing_streams_beside_good_ones(tmp_path, estimator):
     bad_inference = write_video(tmp_path / "bad_inference.mp4", 10, width=192, height=144)
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("not a video\n" * 10)
-    folder_as_file = tmp_path / "overlay_is_a_folder.mp4"
-    folder_as_file.mkdir()
+    # An output path that is bad from the start fails the run at start (tests/pipeline/cli/test_data_safety.py);
+    # this one breaks mid-run, as a full disk would.
+    breaking_output = RaisingSink("write", on_stream=3, at_frame=2)
     specs = [StreamSpec(str(tmp_path / "missing.mp4")), StreamSpec(str(not_video)), StreamSpec(str(good)),
-             StreamSpec(str(bad_output), overlay=OverlayTarget(str(folder_as_file))), StreamSpec(str(bad_inference))]
+             StreamSpec(str(bad_output), sinks=(breaking_output,)), StreamSpec(str(bad_inference))]
     messages = []
     recorder = RecordingEstimator(estimator, fail_on_size=(144, 192))
     runtime = Runtime(specs, recorder, RuntimeConfig(batch_size=4, batch_wait_ms=20), notify=messages.append)
@@ -233,7 +234,7 @@ def test_failing_streams_beside_good_ones(tmp_path, estimator):
     assert "no such file or directory" in results[0].error
     assert "not a readable video" in results[1].error
     assert results[2].processed == 10 and results[2].error is None
-    assert str(folder_as_file) in results[3].error and "folder" in results[3].error
+    assert "sink broke in write" in results[3].error and results[3].processed == 2
     assert results[3].dropped["stream_failed"] >= 1
     assert "inference failed" in results[4].error and "192x144" in results[4].error
     assert results[4].dropped["inference_failed"] >= 1
@@ -532,7 +533,7 @@ def test_run_streams_passes_sinks_and_the_summary_counts_the_failed_streams_fram
     print_summary(reports, {})
     summary = capsys.readouterr().err
     assert f"stream 0 {videos[0]}: 10 frames" in summary
-    assert f"stream 1 {videos[1]}: FAILED: {reports[1].error}" in summary
+    assert f"stream 1 {videos[1]}: FAILED after 4 frames (error above)" in summary  # the error line came live
 
 
 def test_runtime_rejects_an_object_that_is_not_a_sink(tmp_path):
