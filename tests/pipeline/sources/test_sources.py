@@ -164,12 +164,13 @@ def test_corrupt_packets_in_the_middle_are_skipped_and_counted(tmp_path):
 
     source, frames = read_all(corrupt)
 
-    # Observed with PyAV 18.1 (FFmpeg's h264 decoder, threaded): 21 frames delivered, 7 packets rejected
-    # with InvalidDataError, 1 frame emitted late (pts going backwards) and dropped, 1 lost silently.
+    # Observed with PyAV 18.1 (FFmpeg's h264 decoder): on 2 CPUs (threaded) 21 frames delivered, 7 packets
+    # rejected, 1 frame emitted late (pts going backwards) and dropped, 1 lost silently; on 1 CPU 17 delivered,
+    # 13 rejected, 1 concealed. So the test asserts what is skipped and counted, not FFmpeg's wording or counts.
     stats = source.stats
     delivered = stats.delivered
     assert stats.skipped_corrupt > 0, "the damage did not reach the skip path"
-    assert "Invalid data" in (stats.last_error or "")
+    assert stats.last_error  # the reason is kept for the summary
     assert delivered < SQUARE_VIDEO_FRAMES
     assert delivered >= SQUARE_VIDEO_FRAMES // 2  # the rest of the file still decodes
     # Each rejected packet or dropped late frame stands for at most one frame of the original 30.
